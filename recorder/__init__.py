@@ -1,0 +1,26 @@
+"""tdlog recorder: the in-loop half of tdlog. Imports torch, pyarrow and numpy only.
+
+>>> from recorder import Recorder
+>>> with Recorder("runs/exp1", num_classes=10) as rec:
+...     rec.log(ids, logits, targets, loss=loss, epoch=epoch)
+"""
+
+from ._version import __version__
+from .aum_compat import AUMCalculator, AUMRecord
+from .dataset import DatasetWithIndex
+from .format import FORMAT_VERSION
+from .recorder import Recorder
+from .stats import batch_statistics
+from .threshold import threshold_sample_indices, threshold_samples
+
+__all__ = [
+    "FORMAT_VERSION",
+    "AUMCalculator",
+    "AUMRecord",
+    "DatasetWithIndex",
+    "Recorder",
+    "__version__",
+    "batch_statistics",
+    "threshold_sample_indices",
+    "threshold_samples",
+]

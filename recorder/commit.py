@@ -1,0 +1,67 @@
+"""Atomic commit of a Parquet file: staging, fsync, link (or rename) into place, directory fsync.
+
+A reader listing ``records/`` or ``samples/`` sees whole files only; a writer killed at any point leaves
+at most an orphan under ``_staging/`` (never read, removed by the next attempt).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .format import STAGING_DIR, fsync_dir
+
+PARQUET_COMPRESSION = "zstd"
+
+
+def makedirs_durable(path: Path) -> None:
+    """Create ``path`` and its missing parents, fsyncing each parent so the entries survive a crash."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            pass  # another rank made it at the same moment
+        fsync_dir(directory.parent)
+
+
+def commit_table(run_dir: Path, relative_path: str, table: pa.Table) -> Path:
+    """Write ``table`` to ``run_dir/relative_path`` atomically and durably; never overwrite a file.
+
+    Raises ``FileExistsError`` if the destination exists (a name collision is a bug, never silently
+    resolved by replacing committed data).
+    """
+    final = run_dir / relative_path
+    staging_dir = run_dir / STAGING_DIR
+    staging_dir.mkdir(exist_ok=True)
+    staged = staging_dir / relative_path.replace("/", "__")
+    try:
+        with open(staged, "wb") as handle:
+            pq.write_table(table, handle, compression=PARQUET_COMPRESSION)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        staged.unlink(missing_ok=True)  # e.g. a full disk: leave nothing half-written behind
+        raise
+    makedirs_durable(final.parent)
+    try:
+        os.link(staged, final)  # fails if `final` exists: no clobbering
+        os.unlink(staged)
+    except FileExistsError:
+        os.unlink(staged)
+        raise
+    except OSError:
+        # Filesystems without hard links: rename, after checking we would not replace anything.
+        if final.exists():
+            os.unlink(staged)
+            raise FileExistsError(f"refusing to overwrite committed file {final}") from None
+        os.rename(staged, final)
+    fsync_dir(final.parent)
+    return final

@@ -1,0 +1,158 @@
+"""The run manifest (``run.json``) and attempt files, updated under an inter-process file lock."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+from .format import (
+    ATTEMPTS_DIR,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LOCK_FILE,
+    MANIFEST,
+    STAGING_DIR,
+    read_json,
+    write_json_atomic,
+)
+
+ATTEMPT_FILE = re.compile(r"^attempt-(\d+)\.json$")
+STAGED_ATTEMPT = re.compile(r"part-a(\d+)-r\d+-s\d+\.parquet$")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Exclusive lock over the run's metadata, shared by every process and rank writing the run."""
+    with open(run_dir / LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """Raise if ``manifest`` is not a tdlog run this code can read."""
+    if manifest.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path}: not a tdlog run (run.json has format={manifest.get('format')!r})")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: run has format version {version}, this tdlog reads up to {FORMAT_VERSION}; upgrade tdlog"
+        )
+
+
+def create_or_validate(
+    run_dir: Path, *, num_classes: int, threshold_class: int | None, config: dict[str, Any]
+) -> dict[str, Any]:
+    """Create ``run.json`` for a new run, or check that an existing run matches these arguments."""
+    path = run_dir / MANIFEST
+    with run_lock(run_dir):
+        if path.exists():
+            manifest = read_json(path)
+            check_manifest(manifest, path)
+            if manifest["num_classes"] != num_classes:
+                raise ValueError(
+                    f"num_classes: the run at {run_dir} has num_classes={manifest['num_classes']}, "
+                    f"got {num_classes}"
+                )
+            if manifest["threshold_class"] != threshold_class:
+                raise ValueError(
+                    f"with_threshold_class: the run at {run_dir} has threshold_class="
+                    f"{manifest['threshold_class']}, got {threshold_class}"
+                )
+            return manifest
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "tdlog_version": __version__,
+            "num_classes": num_classes,
+            "threshold_class": threshold_class,
+            "num_outputs": num_classes + (threshold_class is not None),
+            "sample_id_type": None,
+            "created_at": now_iso(),
+            "config": config,
+            "nonfinite_rows": 0,
+        }
+        write_json_atomic(path, manifest)
+        return manifest
+
+
+def update_manifest(run_dir: Path, **changes: Any) -> dict[str, Any]:
+    """Read-modify-write ``run.json`` under the lock. ``nonfinite_rows`` is added, not replaced."""
+    path = run_dir / MANIFEST
+    with run_lock(run_dir):
+        manifest = read_json(path)
+        for key, value in changes.items():
+            manifest[key] = manifest.get(key, 0) + value if key == "nonfinite_rows" else value
+        write_json_atomic(path, manifest)
+        return manifest
+
+
+def bind_id_type(run_dir: Path, id_type: str) -> str:
+    """Persist the run's sample-id type on first use; return the type the run uses."""
+    path = run_dir / MANIFEST
+    with run_lock(run_dir):
+        manifest = read_json(path)
+        if manifest["sample_id_type"] is None:
+            manifest["sample_id_type"] = id_type
+            write_json_atomic(path, manifest)
+        return manifest["sample_id_type"]
+
+
+def existing_attempts(run_dir: Path) -> list[int]:
+    directory = run_dir / ATTEMPTS_DIR
+    if not directory.exists():
+        return []
+    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := ATTEMPT_FILE.match(p.name)))
+
+
+def attempt_path(run_dir: Path, attempt: int) -> Path:
+    return run_dir / ATTEMPTS_DIR / f"attempt-{attempt}.json"
+
+
+def start_attempt(run_dir: Path, *, world_size: int, start_epoch: int | None) -> int:
+    """Register a new attempt (a start or restart of training) and return its number."""
+    with run_lock(run_dir):
+        (run_dir / ATTEMPTS_DIR).mkdir(exist_ok=True)
+        attempts = existing_attempts(run_dir)
+        attempt = attempts[-1] + 1 if attempts else 0
+        write_json_atomic(
+            attempt_path(run_dir, attempt),
+            {"attempt": attempt, "start_epoch": start_epoch, "world_size": world_size, "started_at": now_iso()},
+        )
+    return attempt
+
+
+def set_start_epoch(run_dir: Path, attempt: int, epoch: int) -> None:
+    """Record the first epoch this attempt logged, if no start epoch was given when it started."""
+    path = attempt_path(run_dir, attempt)
+    with run_lock(run_dir):
+        payload = read_json(path)
+        if payload["start_epoch"] is None:
+            payload["start_epoch"] = epoch
+            write_json_atomic(path, payload)
+
+
+def clear_stale_staging(run_dir: Path, current_attempt: int) -> int:
+    """Remove files an earlier, dead attempt left half-written in ``_staging/``. Returns how many."""
+    directory = run_dir / STAGING_DIR
+    if not directory.exists():
+        return 0
+    removed = 0
+    for path in directory.iterdir():
+        match = STAGED_ATTEMPT.search(path.name)
+        if match and int(match.group(1)) < current_attempt:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

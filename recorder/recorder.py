@@ -1,0 +1,362 @@
+"""``Recorder``: one call per training step writes every sample's training dynamics to Parquet."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import manifest as manifest_io
+from .commit import commit_table
+from .format import LOGITS_DTYPES, LOGITS_MODES, SAMPLES_DIR, part_name
+from .samples import build_samples_table, drop_already_registered, read_registered
+from .stats import batch_statistics, kept_logits
+from .validate import (
+    check_epoch,
+    check_id_type,
+    check_logits,
+    check_loss,
+    check_split,
+    check_target_range,
+    check_targets,
+    id_type_of,
+    ids_to_arrow,
+)
+from .writer import PendingBatch, RecordWriter, WriterConfig
+
+_OPEN_RECORDERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _distributed_rank_and_size() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _agree_on_attempt(run_dir: Path, rank: int, world_size: int, start_epoch: int | None) -> int:
+    """Rank 0 registers the attempt; under torch.distributed every rank receives its number."""
+    attempt = [manifest_io.start_attempt(run_dir, world_size=world_size, start_epoch=start_epoch) if rank == 0 else None]
+    if world_size > 1:
+        torch.distributed.broadcast_object_list(attempt, src=0)
+    return attempt[0]
+
+
+def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """Start a non-blocking copy of a CUDA tensor into pinned host memory (no host sync)."""
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    return host
+
+
+class Recorder:
+    """Records, for every sample of every batch, its loss, margin, target probability, prediction and
+    error norm (and optionally logits) to a tdlog run directory.
+
+    Opening an existing run directory resumes it as a new *attempt*: epochs it logs again replace the
+    earlier attempt's rows for those epochs (nothing is double counted).
+
+    Args:
+        path: run directory, created if missing.
+        num_classes: number of real classes ``C``.
+        with_threshold_class: the model has ``C + 1`` outputs, the extra class ``C`` holding threshold
+            samples (see :func:`recorder.threshold_samples`).
+        logits: which logits to keep besides the statistics: ``"none"``, ``"topk"`` or ``"full"``.
+        topk: how many logits to keep with ``logits="topk"``.
+        logits_dtype: ``"float16"`` or ``"float32"`` for ``logits="full"``.
+        split: default split name of :meth:`log` calls.
+        flush_rows: rows buffered per (split, epoch) before a file is committed.
+        flush_seconds: buffered rows are committed at least this often (for live queries).
+        max_pending: batches queued for the writer thread before :meth:`log` waits (back-pressure).
+        start_epoch: first epoch of this attempt; by default the first epoch it logs.
+        metadata: JSON-serialisable dict stored in ``run.json`` under ``config`` (new runs only).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        num_classes: int,
+        *,
+        with_threshold_class: bool = False,
+        logits: str = "none",
+        topk: int = 5,
+        logits_dtype: str = "float16",
+        split: str = "train",
+        flush_rows: int = 262_144,
+        flush_seconds: float = 30.0,
+        max_pending: int = 64,
+        start_epoch: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
+        if logits not in LOGITS_MODES:
+            raise ValueError(f"logits: expected one of {LOGITS_MODES}, got {logits!r}")
+        if logits_dtype not in LOGITS_DTYPES:
+            raise ValueError(f"logits_dtype: expected one of {tuple(LOGITS_DTYPES)}, got {logits_dtype!r}")
+        self.num_classes = num_classes
+        self.threshold_class = num_classes if with_threshold_class else None
+        self.num_outputs = num_classes + int(with_threshold_class)
+        if logits == "topk" and not 1 <= topk <= self.num_outputs:
+            raise ValueError(f"topk: expected 1 <= topk <= {self.num_outputs}, got {topk}")
+        if flush_rows < 1 or flush_seconds <= 0 or max_pending < 1:
+            raise ValueError(
+                "flush_rows, flush_seconds, max_pending: expected positive values, "
+                f"got {flush_rows}, {flush_seconds}, {max_pending}"
+            )
+        self.default_split = check_split(split)
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.rank, self.world_size = _distributed_rank_and_size()
+        manifest = manifest_io.create_or_validate(
+            self.path, num_classes=num_classes, threshold_class=self.threshold_class, config=metadata or {}
+        )
+        self.id_type: str | None = manifest["sample_id_type"]
+        self.attempt = _agree_on_attempt(self.path, self.rank, self.world_size, start_epoch)
+        self._start_epoch_known = start_epoch is not None
+        if self.rank == 0:
+            manifest_io.clear_stale_staging(self.path, self.attempt)
+        self._writer_options = {
+            "logits": logits,
+            "topk": topk,
+            "logits_dtype": logits_dtype,
+            "flush_rows": flush_rows,
+            "flush_seconds": flush_seconds,
+            "max_pending": max_pending,
+        }
+        self._writer: RecordWriter | None = None
+        self._samples_seq = 0
+        self._step = 0
+        self._nonfinite_seen = 0
+        self._nonfinite_warned = 0
+        self.closed = False
+        _OPEN_RECORDERS.add(self)
+
+    # --- the hot path ----------------------------------------------------------------------------
+    def log(
+        self,
+        sample_ids: Any,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        loss: torch.Tensor | None = None,
+        epoch: int,
+        split: str | None = None,
+        step: int | None = None,
+    ) -> None:
+        """Record one batch: per sample, the statistics of :func:`recorder.stats.batch_statistics`.
+
+        No host sync and no per-sample Python: on CUDA the statistics are computed on the device and
+        copied to pinned memory asynchronously; on CPU they are computed by the writer thread.
+        Target values of CUDA batches are checked by the writer; a bad batch is refused there and the
+        error raised from the next call.
+
+        Args:
+            sample_ids: int64 tensor, numpy array, or list of int or str (one type per run).
+            logits: ``[B, num_outputs]`` raw logits (any float dtype, any device).
+            targets: ``[B]`` integer class indices used as training targets.
+            loss: optional ``[B]`` per-sample loss (``reduction="none"``); cross-entropy if omitted.
+            epoch: epoch of this batch (hive partition key).
+            split: split name (default: the recorder's ``split``), e.g. ``"train"`` or ``"eval"``.
+            step: global step; defaults to a counter of ``log`` calls.
+        """
+        self._raise_pending_errors()
+        check_logits(logits, self.num_outputs)
+        batch_size = logits.shape[0]
+        check_targets(targets, batch_size, logits.device)
+        check_loss(loss, batch_size)
+        epoch = check_epoch(epoch)
+        split = self.default_split if split is None else check_split(split)
+        ids = self._prepare_ids(sample_ids, batch_size)
+        if step is None:
+            step = self._step
+        self._step += 1
+        if not self._start_epoch_known:
+            if self.rank == 0:
+                manifest_io.set_start_epoch(self.path, self.attempt, epoch)
+            self._start_epoch_known = True
+        if logits.is_cuda:
+            batch = self._device_batch(ids, logits, targets, loss, epoch, split, step)
+        else:
+            lowest, highest = torch.aminmax(targets)
+            check_target_range("targets", int(lowest), int(highest), self.num_outputs)
+            batch = PendingBatch(
+                split=split,
+                epoch=epoch,
+                step=step,
+                ids=ids.cpu() if isinstance(ids, torch.Tensor) else ids,
+                targets=targets.detach().clone(),
+                logits=logits.detach().clone(),
+                loss=None if loss is None else loss.detach().clone(),
+            )
+        self._ensure_writer().submit(batch)
+
+    def _device_batch(self, ids, logits, targets, loss, epoch, split, step) -> PendingBatch:
+        floats, ints = batch_statistics(logits, targets, loss)
+        out_of_range = ((targets < 0) | (targets >= self.num_outputs)).any()
+        kept = kept_logits(logits, self._writer_options["logits"], self._writer_options["topk"],
+                           self._writer_options["logits_dtype"])
+        batch = PendingBatch(
+            split=split,
+            epoch=epoch,
+            step=step,
+            ids=_host_copy(ids) if isinstance(ids, torch.Tensor) and ids.is_cuda else ids,
+            targets=_host_copy(targets),
+            floats=_host_copy(floats),
+            ints=_host_copy(ints),
+            kept=tuple(_host_copy(t) for t in kept),
+            target_out_of_range=_host_copy(out_of_range),
+        )
+        batch.copied = torch.cuda.Event()
+        batch.copied.record()
+        return batch
+
+    def _prepare_ids(self, sample_ids: Any, batch_size: int) -> Any:
+        if isinstance(sample_ids, torch.Tensor):
+            if sample_ids.is_floating_point() or sample_ids.is_complex() or sample_ids.dtype == torch.bool:
+                raise TypeError(f"sample_ids: expected an integer tensor, got dtype {sample_ids.dtype}")
+            if sample_ids.dim() != 1 or sample_ids.shape[0] != batch_size:
+                raise ValueError(
+                    f"sample_ids: expected shape ({batch_size},) to match logits, got {tuple(sample_ids.shape)}"
+                )
+            self._bind_id_type("int64")
+            if sample_ids.is_cuda:
+                return sample_ids.detach().to(torch.int64)
+            return sample_ids.detach().to(torch.int64, copy=True)
+        array = ids_to_arrow(sample_ids, batch_size)
+        self._bind_id_type(id_type_of(array))
+        return array
+
+    def _bind_id_type(self, id_type: str) -> None:
+        if self.id_type is None:
+            self.id_type = manifest_io.bind_id_type(self.path, id_type)
+        check_id_type(self.id_type, id_type)
+
+    def _ensure_writer(self) -> RecordWriter:
+        if self.closed:
+            raise RuntimeError(f"Recorder for {self.path} is closed")
+        if self._writer is None:
+            config = WriterConfig(
+                run_dir=self.path,
+                id_type=self.id_type,
+                attempt=self.attempt,
+                rank=self.rank,
+                num_outputs=self.num_outputs,
+                **self._writer_options,
+            )
+            self._writer = RecordWriter(config, on_nonfinite=self._count_nonfinite)
+            self._writer.start()
+        return self._writer
+
+    def _count_nonfinite(self, rows: int) -> None:
+        """Called from the writer thread: count NaN/Inf rows in run.json (they are kept as they are)."""
+        manifest_io.update_manifest(self.path, nonfinite_rows=rows)
+        self._nonfinite_seen += rows
+
+    def _raise_pending_errors(self) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        if writer.fatal is not None:
+            raise RuntimeError(f"tdlog writer thread failed; rows not yet committed are lost: {writer.fatal!r}") \
+                from writer.fatal
+        if writer.rejected:
+            raise writer.rejected.pop(0)
+        if self._nonfinite_seen > self._nonfinite_warned:
+            warnings.warn(
+                f"tdlog: {self._nonfinite_seen} rows with NaN/Inf logits or loss recorded in {self.path} "
+                "(kept as they are, counted in run.json 'nonfinite_rows')",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._nonfinite_warned = self._nonfinite_seen
+
+    # --- samples ---------------------------------------------------------------------------------
+    def register_samples(
+        self,
+        sample_ids: Any,
+        labels: Any,
+        *,
+        targets: Any = None,
+        true_label: Any = None,
+        probe: Any = None,
+        probe_role: Any = None,
+        **columns: Any,
+    ) -> int:
+        """Register per-sample metadata in ``samples/``; returns the number of rows newly written.
+
+        ``labels`` are the observed labels in ``[0, num_classes)``; ``targets`` the training targets
+        (default: ``labels``; ``num_classes`` marks a threshold sample); ``true_label`` the clean label
+        when known (experiments); ``probe``/``probe_role`` name a MAP-D probe suite and its role
+        (``"reference"`` or ``"heldout"``); other keyword arguments become user columns. Registering the
+        same rows again (a restarted script) is a no-op; only rank 0 writes under torch.distributed.
+        """
+        if isinstance(sample_ids, torch.Tensor):
+            sample_ids = sample_ids.detach().cpu().numpy()
+        ids = ids_to_arrow(sample_ids, None)
+        self._bind_id_type(id_type_of(ids))
+        table = build_samples_table(
+            ids,
+            labels,
+            targets=targets,
+            true_label=true_label,
+            probe=probe,
+            probe_role=probe_role,
+            columns=columns,
+            num_classes=self.num_classes,
+            num_outputs=self.num_outputs,
+            threshold_class=self.threshold_class,
+        )
+        if self.rank != 0:
+            return 0
+        with manifest_io.run_lock(self.path):
+            table = drop_already_registered(table, read_registered(self.path))
+            if table.num_rows:
+                name = part_name(self.attempt, self.rank, self._samples_seq)
+                commit_table(self.path, f"{SAMPLES_DIR}/{name}", table)
+                self._samples_seq += 1
+        return table.num_rows
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Block until every logged row is committed to disk (readable by ``analytics``)."""
+        self._raise_pending_errors()
+        if self._writer is not None:
+            self._writer.flush()
+        self._raise_pending_errors()
+
+    def close(self) -> None:
+        """Commit everything buffered and stop the writer thread. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        _OPEN_RECORDERS.discard(self)
+        if self._writer is not None:
+            self._writer.close()
+        self._raise_pending_errors()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Recorder({str(self.path)!r}, num_classes={self.num_classes}, attempt={self.attempt}, "
+            f"rank={self.rank}/{self.world_size})"
+        )
+
+
+@atexit.register
+def _close_open_recorders() -> None:
+    """Commit what open recorders still buffer when the interpreter exits normally."""
+    for recorder in list(_OPEN_RECORDERS):
+        try:
+            recorder.close()
+        except Exception as exc:  # exiting anyway: report, do not mask the original exit
+            warnings.warn(f"tdlog: closing {recorder.path} at exit failed: {exc!r}", RuntimeWarning, stacklevel=1)
