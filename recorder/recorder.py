@@ -71,7 +71,9 @@ class Recorder:
         split: default split name of :meth:`log` calls.
         flush_rows: rows buffered per (split, epoch) before a file is committed.
         flush_seconds: buffered rows are committed at least this often (for live queries).
-        max_pending: batches queued for the writer thread before :meth:`log` waits (back-pressure).
+        coalesce_rows: batches are handed to the writer thread in chunks of about this many rows, so that
+            its per-operation costs are paid once per chunk rather than once per batch.
+        max_pending: chunks queued for the writer thread before :meth:`log` waits (back-pressure).
         start_epoch: first epoch of this attempt; by default the first epoch it logs.
         metadata: JSON-serialisable dict stored in ``run.json`` under ``config`` (new runs only).
     """
@@ -88,7 +90,8 @@ class Recorder:
         split: str = "train",
         flush_rows: int = 262_144,
         flush_seconds: float = 30.0,
-        max_pending: int = 64,
+        max_pending: int = 16,
+        coalesce_rows: int = 8192,
         start_epoch: int | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -103,10 +106,10 @@ class Recorder:
         self.num_outputs = num_classes + int(with_threshold_class)
         if logits == "topk" and not 1 <= topk <= self.num_outputs:
             raise ValueError(f"topk: expected 1 <= topk <= {self.num_outputs}, got {topk}")
-        if flush_rows < 1 or flush_seconds <= 0 or max_pending < 1:
+        if flush_rows < 1 or flush_seconds <= 0 or max_pending < 1 or coalesce_rows < 1:
             raise ValueError(
-                "flush_rows, flush_seconds, max_pending: expected positive values, "
-                f"got {flush_rows}, {flush_seconds}, {max_pending}"
+                "flush_rows, flush_seconds, max_pending, coalesce_rows: expected positive values, "
+                f"got {flush_rows}, {flush_seconds}, {max_pending}, {coalesce_rows}"
             )
         self.default_split = check_split(split)
         self.path = Path(path)
@@ -129,6 +132,9 @@ class Recorder:
             "max_pending": max_pending,
         }
         self._writer: RecordWriter | None = None
+        self._pending: list[PendingBatch] = []
+        self._pending_rows = 0
+        self._coalesce_rows = min(coalesce_rows, flush_rows)
         self._samples_seq = 0
         self._step = 0
         self._nonfinite_seen = 0
@@ -193,7 +199,16 @@ class Recorder:
                 logits=logits.detach().clone(),
                 loss=None if loss is None else loss.detach().clone(),
             )
-        self._ensure_writer().submit(batch)
+        self._pending.append(batch)
+        self._pending_rows += batch_size
+        if self._pending_rows >= self._coalesce_rows:
+            self._submit_pending()
+
+    def _submit_pending(self) -> None:
+        """Hand the batches gathered since the last hand-over to the writer thread as one chunk."""
+        if self._pending:
+            self._ensure_writer().submit(self._pending)
+            self._pending, self._pending_rows = [], 0
 
     def _device_batch(self, ids, logits, targets, loss, epoch, split, step) -> PendingBatch:
         floats, ints = batch_statistics(logits, targets, loss)
@@ -325,6 +340,7 @@ class Recorder:
     def flush(self) -> None:
         """Block until every logged row is committed to disk (readable by ``analytics``)."""
         self._raise_pending_errors()
+        self._submit_pending()
         if self._writer is not None:
             self._writer.flush()
         self._raise_pending_errors()
@@ -333,6 +349,7 @@ class Recorder:
         """Commit everything buffered and stop the writer thread. Safe to call twice."""
         if self.closed:
             return
+        self._submit_pending()
         self.closed = True
         _OPEN_RECORDERS.discard(self)
         if self._writer is not None:

@@ -1,4 +1,4 @@
-"""Per-sample statistics of one batch, vectorised on the device the logits live on."""
+"""Per-sample statistics of a batch, vectorised on the device the logits live on."""
 
 from __future__ import annotations
 
@@ -7,39 +7,59 @@ import torch
 
 @torch.no_grad()
 def batch_statistics(
-    logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor | None
+    logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor | None, *, overwrite_logits: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Statistics of every row of a batch, in float32, without leaving the logits' device.
 
-    With ``z`` the raw logits of a sample, ``y`` its target and ``p = softmax(z)``:
+    With ``z`` the raw logits of a sample, ``y`` its target, ``o = max_{j != y} z_j`` and
+    ``p = softmax(z)``:
 
-    - ``loss``         = the given per-sample loss, else cross-entropy ``-log p_y``
-    - ``margin``       = ``z_y - max_{j != y} z_j`` (ties give 0)
-    - ``target_logit`` = ``z_y``; ``other_logit`` = ``max_{j != y} z_j``; ``other_class`` = its argmax
+    - ``loss``         = the given per-sample loss, else cross-entropy
+      ``-log p_y = log(1 + sum_{j != y} exp(z_j - z_y))``
+    - ``margin``       = ``z_y - o`` (ties give 0); ``target_logit`` = ``z_y``; ``other_logit`` = ``o``
+    - ``other_class``  = ``argmax_{j != y} z_j`` (first index on ties)
     - ``prob``         = ``p_y``
-    - ``el2n``         = ``|| p - onehot(y) ||_2``
-    - ``pred``         = ``argmax_j z_j``
+    - ``el2n``         = ``|| p - onehot(y) ||_2 = sqrt((1 - p_y)^2 + sum_{j != y} p_j^2)``
+    - ``pred``         = ``argmax_j z_j`` (first index on ties)
 
-    Returns ``(floats, ints)``: ``floats`` is ``[B, 6]`` float32 in the order of
-    ``format.FLOAT_STATS``; ``ints`` is ``[B, 3]`` int32 in the order of ``format.INT_STATS``.
-    Targets outside ``[0, C)`` are clamped so that a bad batch cannot trigger a device-side assert; the
-    caller validates the range and refuses to write such a batch.
+    Everything is computed from one masked copy of the logits (the target entry set to ``-inf``), so
+    ``1 - p_y`` and the off-target sums never suffer cancellation. Returns ``(floats, ints)``: ``[B, 6]``
+    float32 in the order of ``format.FLOAT_STATS`` and ``[B, 3]`` int32 in the order of
+    ``format.INT_STATS``. Targets outside ``[0, C)`` are clamped so that a bad batch cannot trigger a
+    device-side assert; the caller refuses to write such a batch. With ``overwrite_logits=True`` a
+    float32 ``logits`` tensor the caller owns is reused as scratch space instead of copied.
     """
-    z = logits.detach().float()
-    num_outputs = z.shape[1]
-    y = targets.detach().long().clamp(0, num_outputs - 1).unsqueeze(1)
-    target_logit = z.gather(1, y)
-    other_logit, other_class = z.scatter(1, y, float("-inf")).max(1, keepdim=True)
-    log_p = torch.log_softmax(z, dim=1)
-    log_p_y = log_p.gather(1, y)
-    p = log_p.exp()
-    prob = log_p_y.exp()
-    el2n = p.scatter(1, y, prob - 1.0).norm(dim=1, keepdim=True)
-    per_sample_loss = -log_p_y if loss is None else loss.detach().float().reshape(-1, 1)
-    floats = torch.cat(
-        [per_sample_loss, target_logit - other_logit, target_logit, other_logit, prob, el2n], dim=1
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    y = targets.detach().long().clamp(0, logits.shape[1] - 1)
+    masked = logits.detach().to(torch.float32, copy=not overwrite_logits)
+    target_logit = masked[rows, y]
+    masked[rows, y] = float("-inf")
+    other_logit, other_class = masked.max(1)
+    top = torch.maximum(target_logit, other_logit)
+    others_exp = masked.sub_(top.unsqueeze(1)).exp_()  # exp(z_j - max z), 0 at the target
+    others_sum = others_exp.sum(1)
+    others_norm = torch.linalg.vector_norm(others_exp, dim=1)
+    target_exp = torch.exp(target_logit - top)
+    total = others_sum + target_exp
+    target_is_top = target_logit >= other_logit
+    if loss is None:
+        per_sample_loss = torch.where(target_is_top, torch.log1p(others_sum), (top - target_logit) + torch.log(total))
+    else:
+        per_sample_loss = loss.detach().float().reshape(-1)
+    floats = torch.stack(
+        [
+            per_sample_loss,
+            target_logit - other_logit,
+            target_logit,
+            other_logit,
+            target_exp / total,
+            torch.hypot(others_sum, others_norm) / total,
+        ],
+        dim=1,
     )
-    ints = torch.cat([targets.detach().long().unsqueeze(1), other_class, z.argmax(1, keepdim=True)], dim=1)
+    first_max_is_target = target_is_top & ((target_logit > other_logit) | (y < other_class))
+    pred = torch.where(first_max_is_target, y, other_class)
+    ints = torch.stack([targets.detach().long(), other_class, pred], dim=1)
     return floats, ints.to(torch.int32)
 
 

@@ -9,6 +9,7 @@ and raised from the recorder's next call.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -61,6 +62,20 @@ class WriterConfig:
     max_pending: int
 
 
+def _lower_thread_priority() -> None:
+    """Run this thread at a lower CPU priority than the training threads (Linux: per-thread nice)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # other platforms, or not permitted: keep the default priority
+        pass
+
+
+def _concat_ids(parts: list[pa.Array | torch.Tensor]) -> pa.Array:
+    if isinstance(parts[0], torch.Tensor):
+        return pa.array(torch.cat(parts).numpy())
+    return pa.concat_arrays(parts)
+
+
 class _Flush:
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -98,8 +113,8 @@ class RecordWriter(threading.Thread):
         self._oldest: float | None = None
 
     # --- producer side (training thread) -------------------------------------------------------
-    def submit(self, item: Any) -> None:
-        self.queue.put(item)
+    def submit(self, chunk: list[PendingBatch]) -> None:
+        self.queue.put(chunk)
 
     def flush(self) -> None:
         marker = _Flush()
@@ -114,6 +129,7 @@ class RecordWriter(threading.Thread):
 
     # --- consumer side (this thread) -----------------------------------------------------------
     def run(self) -> None:
+        _lower_thread_priority()
         while True:
             try:
                 item = self.queue.get(timeout=self._wait_seconds())
@@ -141,29 +157,60 @@ class RecordWriter(threading.Thread):
             return  # keep draining the queue so the training loop never blocks on a dead writer
         try:
             action(*args)
-        except RejectedBatch as exc:  # bad input found on this side: refuse that batch only
-            self.rejected.append(exc)
         except BaseException as exc:
             self.fatal = exc
 
-    def _accept(self, batch: PendingBatch) -> None:
+    def _accept(self, chunk: list[PendingBatch]) -> None:
+        """Turn a chunk of batches (coalesced by the recorder) into rows buffered per (split, epoch)."""
+        accepted = [batch for batch in chunk if self._check(batch)]
+        raw = [batch for batch in accepted if batch.logits is not None]
+        if raw:
+            self._compute_statistics(raw)
+        for batch in accepted:
+            nonfinite = int((~np.isfinite(batch.floats.numpy())).any(axis=1).sum())
+            if nonfinite:
+                self.on_nonfinite(nonfinite)
+        start = 0
+        while start < len(accepted):  # consecutive batches of one (split, epoch) become one Arrow batch
+            key = (accepted[start].split, accepted[start].epoch)
+            stop = start + 1
+            while stop < len(accepted) and (accepted[stop].split, accepted[stop].epoch) == key:
+                stop += 1
+            self._buffer(key, self._to_arrow(accepted[start:stop]))
+            start = stop
+
+    def _check(self, batch: PendingBatch) -> bool:
+        """Wait for a CUDA batch's copies and check its targets; a bad batch is refused, others go on."""
         if batch.copied is not None:
             batch.copied.synchronize()
-        if batch.target_out_of_range is not None and bool(batch.target_out_of_range):
-            targets = batch.targets.numpy()
-            try:
-                check_target_range("targets", int(targets.min()), int(targets.max()), self.config.num_outputs)
-            except ValueError as exc:
-                raise RejectedBatch(f"{exc} (batch of step {batch.step} was not written)") from None
-        if batch.logits is not None:
-            batch.floats, batch.ints = batch_statistics(batch.logits, batch.targets, batch.loss)
-            batch.kept = kept_logits(batch.logits, self.config.logits, self.config.topk, self.config.logits_dtype)
-        record_batch = self._to_arrow(batch)
-        nonfinite = int((~np.isfinite(batch.floats.numpy())).any(axis=1).sum())
-        if nonfinite:
-            self.on_nonfinite(nonfinite)
-        key = (batch.split, batch.epoch)
-        for other in [k for k in self._buffers if k[0] == batch.split and k[1] != batch.epoch]:
+        if batch.target_out_of_range is None or not bool(batch.target_out_of_range):
+            return True
+        targets = batch.targets.numpy()
+        try:
+            check_target_range("targets", int(targets.min()), int(targets.max()), self.config.num_outputs)
+        except ValueError as exc:
+            self.rejected.append(RejectedBatch(f"{exc} (the batch of step {batch.step} was not written)"))
+        return False
+
+    def _compute_statistics(self, raw: list[PendingBatch]) -> None:
+        """Statistics of CPU batches, computed once over the whole chunk (one pass per operation)."""
+        logits = torch.cat([batch.logits for batch in raw]) if len(raw) > 1 else raw[0].logits
+        targets = torch.cat([batch.targets for batch in raw])
+        config = self.config
+        kept = kept_logits(logits, config.logits, config.topk, config.logits_dtype)
+        floats, ints = batch_statistics(logits, targets, None, overwrite_logits=logits.dtype == torch.float32)
+        offset = 0
+        for batch in raw:
+            rows = slice(offset, offset + batch.targets.shape[0])
+            batch.floats, batch.ints = floats[rows], ints[rows]
+            if batch.loss is not None:
+                batch.floats[:, 0] = batch.loss.float().reshape(-1)
+            batch.kept = tuple(tensor[rows] for tensor in kept)
+            batch.logits = None
+            offset = rows.stop
+
+    def _buffer(self, key: tuple[str, int], record_batch: pa.RecordBatch) -> None:
+        for other in [k for k in self._buffers if k[0] == key[0] and k[1] != key[1]]:
             self._commit(other)  # that split moved to another epoch: its earlier epoch is complete
         self._buffers.setdefault(key, []).append(record_batch)
         if self._oldest is None:
@@ -171,14 +218,15 @@ class RecordWriter(threading.Thread):
         if sum(b.num_rows for b in self._buffers[key]) >= self.config.flush_rows:
             self._commit(key)
 
-    def _to_arrow(self, batch: PendingBatch) -> pa.RecordBatch:
-        floats = batch.floats.numpy()
-        ints = batch.ints.numpy()
+    def _to_arrow(self, batches: list[PendingBatch]) -> pa.RecordBatch:
+        floats = np.concatenate([b.floats.numpy() for b in batches])
+        ints = np.concatenate([b.ints.numpy() for b in batches])
         rows = floats.shape[0]
-        ids = batch.ids if isinstance(batch.ids, pa.Array) else pa.array(batch.ids.numpy())
         columns: dict[str, pa.Array] = {
-            "sample_id": ids,
-            "step": pa.array(np.full(rows, batch.step, dtype=np.int64)),
+            "sample_id": _concat_ids([b.ids for b in batches]),
+            "step": pa.array(
+                np.repeat(np.array([b.step for b in batches], dtype=np.int64), [b.floats.shape[0] for b in batches])
+            ),
         }
         for index, name in enumerate(INT_STATS):
             columns[name] = pa.array(ints[:, index])
@@ -186,8 +234,8 @@ class RecordWriter(threading.Thread):
             columns[name] = pa.array(floats[:, index])
         columns["attempt"] = pa.array(np.full(rows, self.config.attempt, dtype=np.int32))
         columns["rank"] = pa.array(np.full(rows, self.config.rank, dtype=np.int32))
-        for name, tensor in zip(self._kept_columns(), batch.kept):
-            values = tensor.numpy()
+        for position, name in enumerate(self._kept_columns()):
+            values = np.concatenate([b.kept[position].numpy() for b in batches])
             columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
         return pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
 
