@@ -13,13 +13,18 @@ Usage: python benchmarks/recorder.py [--repeats 7] [--out benchmarks/results/rec
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# This file is named like the package it measures: keep its own folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import json
 import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

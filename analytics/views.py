@@ -1,0 +1,70 @@
+"""DuckDB views over a run's committed files: ``records``, ``samples``, ``attempts``, ``epoch_stats``.
+
+``records`` holds only the rows that count: for epoch ``e`` of a run restarted several times, the rows of
+the latest attempt whose ``start_epoch <= e`` (DESIGN.md, Resume). ``epoch_stats`` averages the
+observations of one sample in one epoch first (DDP padding and sampling with replacement repeat samples).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recorder.format import ATTEMPTS_DIR, RECORDS_DIR, SAMPLES_DIR
+
+EPOCH_STATS_COLUMNS = ("loss", "margin", "prob", "el2n", "target_logit", "other_logit")
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def view_definitions(run_dir: Path, *, has_records: bool, has_samples: bool, id_type: str) -> dict[str, str]:
+    """``{view name: SELECT ...}`` for the run at ``run_dir`` (absolute paths, usable from any DuckDB)."""
+    records_glob = _quote(run_dir / RECORDS_DIR / "*" / "*" / "*.parquet")
+    attempts_glob = _quote(run_dir / ATTEMPTS_DIR / "attempt-*.json")
+    samples_glob = _quote(run_dir / SAMPLES_DIR / "*.parquet")
+    sql_id = "BIGINT" if id_type == "int64" else "VARCHAR"
+    if has_records:
+        raw = (
+            f"SELECT * FROM read_parquet({records_glob}, hive_partitioning = true, union_by_name = true, "
+            "hive_types = {'split': VARCHAR, 'epoch': BIGINT})"
+        )
+    else:
+        raw = (
+            f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS BIGINT) AS step, CAST(NULL AS INTEGER) AS target, "
+            + ", ".join(f"CAST(NULL AS FLOAT) AS {c}" for c in ("loss", "margin", "target_logit", "other_logit"))
+            + ", CAST(NULL AS INTEGER) AS other_class, CAST(NULL AS FLOAT) AS prob, CAST(NULL AS INTEGER) AS pred, "
+            "CAST(NULL AS FLOAT) AS el2n, CAST(NULL AS INTEGER) AS attempt, CAST(NULL AS INTEGER) AS rank, "
+            "CAST(NULL AS VARCHAR) AS split, CAST(NULL AS BIGINT) AS epoch WHERE false"
+        )
+    attempts = (
+        "SELECT attempt, start_epoch, coalesce(min(start_epoch) OVER (ORDER BY attempt "
+        "ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 9223372036854775807) AS end_epoch, "
+        f"world_size, started_at FROM read_json({attempts_glob}, columns = {{attempt: 'INTEGER', "
+        "start_epoch: 'BIGINT', world_size: 'INTEGER', started_at: 'VARCHAR'}) WHERE start_epoch IS NOT NULL"
+    )
+    records = (
+        "SELECT r.* FROM raw_records AS r JOIN attempts AS a ON r.attempt = a.attempt "
+        "AND r.epoch >= a.start_epoch AND r.epoch < a.end_epoch"
+    )
+    averaged = ", ".join(f"avg({c}) AS {c}" for c in EPOCH_STATS_COLUMNS)
+    epoch_stats = (
+        f"SELECT split, epoch, sample_id, any_value(target) AS target, {averaged}, "
+        "avg(CASE WHEN pred = target THEN 1.0 ELSE 0.0 END) AS correct, count(*) AS observations "
+        "FROM records GROUP BY split, epoch, sample_id"
+    )
+    if has_samples:
+        samples = f"SELECT * FROM read_parquet({samples_glob}, union_by_name = true)"
+    else:
+        samples = (
+            f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS INTEGER) AS label, CAST(NULL AS INTEGER) AS target, "
+            "CAST(NULL AS BOOLEAN) AS is_threshold, CAST(NULL AS VARCHAR) AS probe, "
+            "CAST(NULL AS VARCHAR) AS probe_role WHERE false"
+        )
+    return {
+        "raw_records": raw,
+        "attempts": attempts,
+        "records": records,
+        "epoch_stats": epoch_stats,
+        "samples": samples,
+    }
