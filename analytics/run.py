@@ -64,7 +64,7 @@ class Run:
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
         """Run ``query`` over the views with ``$name`` parameters bound (never formatted into the text)."""
         self._refresh_views()
-        return pl.from_arrow(self.connection.execute(query, dict(params or {})).to_arrow_table())
+        return self.connection.sql(query, params=dict(params or {})).pl()
 
     def query(self, name: str, **params: Any) -> pl.DataFrame:
         """Run the shipped query ``sql/NAME.sql`` with its parameters bound."""

@@ -31,7 +31,8 @@ def view_definitions(run_dir: Path, *, has_records: bool, has_samples: bool, id_
         )
     else:
         raw = (
-            f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS BIGINT) AS step, CAST(NULL AS INTEGER) AS target, "
+            f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS BIGINT) AS step, "
+            "CAST(NULL AS INTEGER) AS target, "
             + ", ".join(f"CAST(NULL AS FLOAT) AS {c}" for c in ("loss", "margin", "target_logit", "other_logit"))
             + ", CAST(NULL AS INTEGER) AS other_class, CAST(NULL AS FLOAT) AS prob, CAST(NULL AS INTEGER) AS pred, "
             "CAST(NULL AS FLOAT) AS el2n, CAST(NULL AS INTEGER) AS attempt, CAST(NULL AS INTEGER) AS rank, "
@@ -57,7 +58,8 @@ def view_definitions(run_dir: Path, *, has_records: bool, has_samples: bool, id_
         samples = f"SELECT * FROM read_parquet({samples_glob}, union_by_name = true)"
     else:
         samples = (
-            f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS INTEGER) AS label, CAST(NULL AS INTEGER) AS target, "
+            f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS INTEGER) AS label, "
+            "CAST(NULL AS INTEGER) AS target, "
             "CAST(NULL AS BOOLEAN) AS is_threshold, CAST(NULL AS VARCHAR) AS probe, "
             "CAST(NULL AS VARCHAR) AS probe_role WHERE false"
         )

@@ -113,7 +113,7 @@ def main() -> None:
             {"log_call": calls, "log_sustained": sustained, "aum_update": aum_calls}.items()}
     overheads = [100 * (logged / base - 1) for base, logged in zip(base_steps, logged_steps, strict=True)]
     result = {
-        "machine": f"{platform.machine()} {platform.processor()} torch {torch.__version__} threads {torch.get_num_threads()}",
+        "machine": f"{platform.machine()} torch {torch.__version__} threads {torch.get_num_threads()}",
         "batch": BATCH,
         "classes": CLASSES,
         "repeats": args.repeats,

@@ -98,7 +98,7 @@ class AUMCalculator:
             other_values, other_index = torch.scatter(logits, 1, targets.view(-1, 1), float("-inf")).max(1)
             margins = (target_values - other_values).tolist()
         columns = zip(sample_ids, targets.tolist(), target_values.tolist(), other_index.tolist(),
-                      other_values.tolist(), margins)
+                      other_values.tolist(), margins, strict=True)
         updated: dict[SampleId, AUMRecord] = {}
         for sample_id, target, target_val, other, other_val, margin in columns:
             count = self.counts.get(sample_id, 0) + 1

@@ -6,6 +6,7 @@ at most an orphan under ``_staging/`` (never read, removed by the next attempt).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -30,10 +31,8 @@ def makedirs_durable(path: Path) -> None:
         missing.append(current)
         current = current.parent
     for directory in reversed(missing):
-        try:
+        with contextlib.suppress(FileExistsError):  # another rank made it at the same moment
             directory.mkdir()
-        except FileExistsError:
-            pass  # another rank made it at the same moment
         fsync_dir(directory.parent)
 
 

@@ -40,7 +40,9 @@ def _distributed_rank_and_size() -> tuple[int, int]:
 
 def _agree_on_attempt(run_dir: Path, rank: int, world_size: int, start_epoch: int | None) -> int:
     """Rank 0 registers the attempt; under torch.distributed every rank receives its number."""
-    attempt = [manifest_io.start_attempt(run_dir, world_size=world_size, start_epoch=start_epoch) if rank == 0 else None]
+    attempt = [None]
+    if rank == 0:
+        attempt[0] = manifest_io.start_attempt(run_dir, world_size=world_size, start_epoch=start_epoch)
     if world_size > 1:
         torch.distributed.broadcast_object_list(attempt, src=0)
     return attempt[0]

@@ -9,6 +9,7 @@ and raised from the recorder's next call.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -64,10 +65,8 @@ class WriterConfig:
 
 def _lower_thread_priority() -> None:
     """Run this thread at a lower CPU priority than the training threads (Linux: per-thread nice)."""
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # elsewhere, or not permitted: default priority
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # other platforms, or not permitted: keep the default priority
-        pass
 
 
 def _concat_ids(parts: list[pa.Array | torch.Tensor]) -> pa.Array:

@@ -136,7 +136,7 @@ def test_writer_failure_is_raised_from_next_call_and_committed_files_survive(tmp
 
     monkeypatch.setattr(writer_module, "commit_table", full_disk)
     rec.log(torch.arange(4), torch.randn(4, 3), torch.zeros(4, dtype=torch.long), epoch=1)
-    with pytest.raises(RuntimeError, match="writer thread failed.*No space left on device"):
+    with pytest.raises(RuntimeError, match=r"writer thread failed.*No space left on device"):
         rec.flush()
     with pytest.raises(RuntimeError, match="writer thread failed"):
         rec.log(torch.arange(4), torch.randn(4, 3), torch.zeros(4, dtype=torch.long), epoch=2)
