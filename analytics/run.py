@@ -25,6 +25,7 @@ class Run:
         self.manifest = manifest
         self.connection = connection
         self._has_files: tuple[bool, bool] | None = None
+        self._definitions: dict[str, str] = {}
         self._refresh_views()
 
     @property
@@ -40,26 +41,20 @@ class Run:
         if has_files == self._has_files:
             return
         self.manifest = read_json(self.path / MANIFEST)
-        definitions = view_definitions(
+        self._definitions = view_definitions(
             self.path.resolve(),
             has_records=has_files[0],
             has_samples=has_files[1],
             id_type=self.manifest.get("sample_id_type") or "int64",
         )
-        for name, select in definitions.items():
+        for name, select in self._definitions.items():
             self.connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
         self._has_files = has_files
 
     def view_definitions(self) -> str:
         """``CREATE VIEW`` statements that reproduce this run's views in any DuckDB session."""
         self._refresh_views()
-        definitions = view_definitions(
-            self.path.resolve(),
-            has_records=self._has_files[0],
-            has_samples=self._has_files[1],
-            id_type=self.manifest.get("sample_id_type") or "int64",
-        )
-        return "\n".join(f"CREATE OR REPLACE VIEW {n} AS {s};" for n, s in definitions.items())
+        return "\n".join(f"CREATE OR REPLACE VIEW {n} AS {s};" for n, s in self._definitions.items())
 
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
         """Run ``query`` over the views with ``$name`` parameters bound (never formatted into the text)."""
