@@ -199,7 +199,7 @@ class Recorder:
                 ids=ids.cpu() if isinstance(ids, torch.Tensor) else ids,
                 targets=targets.detach().clone(),
                 logits=logits.detach().clone(),
-                loss=None if loss is None else loss.detach().clone(),
+                loss=None if loss is None else loss.detach().reshape(-1).to(torch.float32, copy=True),
             )
         self._pending.append(batch)
         self._pending_rows += batch_size

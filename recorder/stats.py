@@ -23,9 +23,10 @@ def batch_statistics(
     - ``pred``         = ``argmax_j z_j`` (first index on ties)
 
     Everything is computed from one masked copy of the logits (the target entry set to ``-inf``), so
-    ``1 - p_y`` and the off-target sums never suffer cancellation. Returns ``(floats, ints)``: ``[B, 6]``
-    float32 in the order of ``format.FLOAT_STATS`` and ``[B, 3]`` int32 in the order of
-    ``format.INT_STATS``. Targets outside ``[0, C)`` are clamped so that a bad batch cannot trigger a
+    ``1 - p_y`` and the off-target sums never suffer cancellation. Returns ``(floats, ints)``, one row
+    per statistic (each row contiguous, ready to become an Arrow column): ``[6, B]`` float32 in the
+    order of ``format.FLOAT_STATS`` and ``[3, B]`` int32 in the order of ``format.INT_STATS``.
+    Targets outside ``[0, C)`` are clamped so that a bad batch cannot trigger a
     device-side assert; the caller refuses to write such a batch. With ``overwrite_logits=True`` a
     float32 ``logits`` tensor the caller owns is reused as scratch space instead of copied.
     """
@@ -54,12 +55,11 @@ def batch_statistics(
             other_logit,
             target_exp / total,
             torch.hypot(others_sum, others_norm) / total,
-        ],
-        dim=1,
+        ]
     )
     first_max_is_target = target_is_top & ((target_logit > other_logit) | (y < other_class))
     pred = torch.where(first_max_is_target, y, other_class)
-    ints = torch.stack([targets.detach().long(), other_class, pred], dim=1)
+    ints = torch.stack([targets.detach().long(), other_class, pred])
     return floats, ints.to(torch.int32)
 
 

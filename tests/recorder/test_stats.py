@@ -41,10 +41,10 @@ def test_statistics_match_numpy_reference(num_classes: int) -> None:
     expected = reference(logits.numpy(), targets.numpy())
     # float32 statistics of float32 logits: relative error a few ulps of the inputs (|z| <~ 16).
     for index, name in enumerate(["loss", "margin", "target_logit", "other_logit", "prob", "el2n"]):
-        np.testing.assert_allclose(floats[:, index].numpy(), expected[name], rtol=2e-6, atol=2e-6, err_msg=name)
-    np.testing.assert_array_equal(ints[:, 0].numpy(), targets.numpy())
-    np.testing.assert_array_equal(ints[:, 1].numpy(), expected["other_class"])
-    np.testing.assert_array_equal(ints[:, 2].numpy(), expected["pred"])
+        np.testing.assert_allclose(floats[index].numpy(), expected[name], rtol=2e-6, atol=2e-6, err_msg=name)
+    np.testing.assert_array_equal(ints[0].numpy(), targets.numpy())
+    np.testing.assert_array_equal(ints[1].numpy(), expected["other_class"])
+    np.testing.assert_array_equal(ints[2].numpy(), expected["pred"])
 
 
 def test_confident_samples_keep_relative_precision() -> None:
@@ -55,18 +55,18 @@ def test_confident_samples_keep_relative_precision() -> None:
     off_target = np.exp(logits.numpy()[:, 1:].astype(np.float64) - logits.numpy()[:, :1])
     p_off = off_target / (1 + off_target.sum(1, keepdims=True))
     floats, _ = batch_statistics(logits, torch.tensor([0, 0]), None)
-    np.testing.assert_allclose(floats[:, 0].numpy(), np.log1p(off_target.sum(1)), rtol=1e-6)
+    np.testing.assert_allclose(floats[0].numpy(), np.log1p(off_target.sum(1)), rtol=1e-6)
     expected_el2n = np.sqrt(p_off.sum(1) ** 2 + (p_off**2).sum(1))
-    np.testing.assert_allclose(floats[:, 5].numpy(), expected_el2n, rtol=1e-6)
+    np.testing.assert_allclose(floats[5].numpy(), expected_el2n, rtol=1e-6)
 
 
 def test_ties_give_zero_margin_and_first_index() -> None:
     logits = torch.tensor([[1.0, 3.0, 3.0], [3.0, 3.0, 0.0], [2.0, 2.0, 2.0]])
     targets = torch.tensor([2, 0, 1])
     floats, ints = batch_statistics(logits, targets, None)
-    np.testing.assert_array_equal(floats[:, 1].numpy(), [0.0, 0.0, 0.0])
-    np.testing.assert_array_equal(ints[:, 2].numpy(), logits.numpy().argmax(1))  # first maximum
-    np.testing.assert_array_equal(ints[:, 1].numpy(), [1, 1, 0])
+    np.testing.assert_array_equal(floats[1].numpy(), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(ints[2].numpy(), logits.numpy().argmax(1))  # first maximum
+    np.testing.assert_array_equal(ints[1].numpy(), [1, 1, 0])
 
 
 def test_given_loss_is_kept_and_half_logits_are_upcast() -> None:
@@ -74,9 +74,9 @@ def test_given_loss_is_kept_and_half_logits_are_upcast() -> None:
     targets = torch.randint(0, 5, (8,))
     loss = torch.rand(8)
     floats, _ = batch_statistics(logits, targets, loss)
-    np.testing.assert_array_equal(floats[:, 0].numpy(), loss.numpy())
+    np.testing.assert_array_equal(floats[0].numpy(), loss.numpy())
     expected = reference(logits.float().numpy(), targets.numpy())
-    np.testing.assert_allclose(floats[:, 1].numpy(), expected["margin"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(floats[1].numpy(), expected["margin"], rtol=1e-6, atol=1e-6)
 
 
 def test_overwrite_logits_reuses_the_buffer_and_matches_copy() -> None:
