@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
+import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,11 @@ from recorder.format import MANIFEST, RECORDS_DIR, SAMPLES_DIR, read_json
 from recorder.manifest import check_manifest
 
 from . import queries
+from .evaluate import evaluate_scores
+from .gmm import DEFAULT_FIT_SAMPLE, GMMResult, fit_gmm
 from .views import view_definitions
+
+ALL_EPOCHS = 2**62  # upper bound of the default epoch range
 
 
 class Run:
@@ -70,13 +77,132 @@ class Run:
         frame = self.sql("SELECT DISTINCT epoch FROM records WHERE split = $split ORDER BY epoch", {"split": split})
         return frame["epoch"].to_list()
 
-    def aum(self, *, epochs: range | None = None, split: str = "train") -> pl.DataFrame:
+    @staticmethod
+    def _bounds(epochs: range | None) -> tuple[int, int]:
+        """``[epoch_from, epoch_to)`` of ``epochs`` (default: every epoch, recorded or to come)."""
+        if epochs is None:
+            return 0, ALL_EPOCHS
+        if not isinstance(epochs, range) or epochs.step != 1:
+            raise ValueError(f"epochs: expected a range of consecutive epochs such as range(0, 50), got {epochs!r}")
+        return epochs.start, epochs.stop
+
+    def aum(self, *, epochs: range | None = None, split: str = "train", per_update: bool = False) -> pl.DataFrame:
         """AUM per sample: ``aum = mean_e margin_e`` over epochs ``e`` in ``epochs`` (default: all recorded
         epochs of ``split``), ``margin_e`` the sample's mean margin ``z_y - max_{j != y} z_j`` in epoch ``e``.
-        Columns ``sample_id, aum, epochs``, ascending AUM (most suspicious first)."""
-        lower, upper = (0, 2**62) if epochs is None else (epochs.start, epochs.stop)
-        frame = self.query("aum", split=split, epoch_from=lower, epoch_to=upper)
+        ``per_update=True`` averages every observation instead (equal to the ``aum`` package).
+        Columns ``sample_id, aum, epochs`` (or ``updates``), ascending AUM (most suspicious first)."""
+        lower, upper = self._bounds(epochs)
+        frame = self.query("aum_per_update" if per_update else "aum", split=split, epoch_from=lower, epoch_to=upper)
         return frame.sort(["aum", "sample_id"])
+
+    def aul(self, *, epochs: range | None = None, split: str = "train") -> pl.DataFrame:
+        """AUL per sample: ``aul = sum_e loss_e``, ``loss_e`` the sample's mean loss in epoch ``e``.
+        Columns ``sample_id, aul, epochs``, by ``sample_id``."""
+        lower, upper = self._bounds(epochs)
+        return self.query("aul", split=split, epoch_from=lower, epoch_to=upper).sort("sample_id")
+
+    def data_map(self, *, epochs: range | None = None, split: str = "train") -> pl.DataFrame:
+        """Data map per sample: ``confidence = mean_e p_e``, ``variability = sqrt(mean_e (p_e -
+        confidence)^2)``, ``correctness = mean_e c_e`` (``p_e`` target probability, ``c_e`` share of
+        correct predictions in epoch ``e``). Columns ``sample_id, confidence, variability, correctness,
+        epochs``."""
+        lower, upper = self._bounds(epochs)
+        return self.query("data_map", split=split, epoch_from=lower, epoch_to=upper).sort("sample_id")
+
+    def forgetting(self, *, epochs: range | None = None, split: str = "train") -> pl.DataFrame:
+        """Forgetting events per sample: learned -> not learned transitions between consecutive recorded
+        epochs (learned = more than half of the epoch's predictions correct); null and ``never_learned``
+        for a sample never learned; ``first_learned_epoch``; ``learned_for_good_epoch`` (first epoch from
+        which it stays learned)."""
+        lower, upper = self._bounds(epochs)
+        return self.query("forgetting", split=split, epoch_from=lower, epoch_to=upper).sort("sample_id")
+
+    def el2n(self, *, epochs: range | None = None, split: str = "train") -> pl.DataFrame:
+        """EL2N per sample: ``el2n = mean_e ||softmax(z) - onehot(y)||_2`` over ``epochs`` (default: the
+        first 10 % of recorded epochs, at least one, as the data-diet paper scores early)."""
+        lower, upper = self._bounds(epochs) if epochs is not None else (0, self._early_epochs_end(split))
+        return self.query("el2n", split=split, epoch_from=lower, epoch_to=upper).sort("sample_id")
+
+    def _early_epochs_end(self, split: str) -> int:
+        recorded = self.epochs(split)
+        if not recorded:
+            return 0
+        return recorded[max(1, math.ceil(len(recorded) / 10)) - 1] + 1
+
+    def threshold_cutoff(self, *, percentile: float = 99, epochs: range | None = None, split: str = "train") -> float:
+        """AUM cutoff: the ``percentile``-th percentile (linear interpolation) of the threshold samples' AUM.
+        Real samples with AUM below it are flagged. Raises ``ValueError`` if the run has no threshold
+        samples (register them with ``recorder.threshold_samples``)."""
+        if not 0 <= percentile <= 100:
+            raise ValueError(f"percentile: expected a value in [0, 100], got {percentile}")
+        lower, upper = self._bounds(epochs)
+        row = self.query(
+            "threshold_cutoff", split=split, epoch_from=lower, epoch_to=upper, percentile=percentile / 100
+        ).row(0, named=True)
+        if not row["threshold_samples"]:
+            raise ValueError(f"{self.path}: no threshold samples with records in split {split!r}; "
+                             "register them with recorder.threshold_samples(...)")
+        return float(row["cutoff"])
+
+    def gmm(
+        self,
+        *,
+        score: str = "aul",
+        epochs: range | None = None,
+        split: str = "train",
+        seed: int = 0,
+        fit_sample: int | None = DEFAULT_FIT_SAMPLE,
+    ) -> GMMResult:
+        """Two-component GMM on ``score`` over the real samples (threshold and probe samples left out):
+        ``p_mislabeled`` = posterior of the higher-mean component, ``noise_rate`` = its mean, ``flagged`` =
+        ``p_mislabeled > 0.5``, ``weight`` = ``1 - p_mislabeled``. See :func:`analytics.gmm.fit_gmm`."""
+        frame = self._real_samples(self._score_table(epochs, split))
+        return fit_gmm(frame, score, seed=seed, fit_sample=fit_sample)
+
+    def scores(
+        self,
+        *,
+        epochs: range | None = None,
+        split: str = "train",
+        el2n_epochs: range | None = None,
+        percentile: float = 99,
+        seed: int = 0,
+    ) -> pl.DataFrame:
+        """Every score per sample in one table, joined with the samples table, by ``sample_id``:
+        ``aum, aul, confidence, variability, correctness, el2n, never_learned, forgetting_events,
+        first_learned_epoch, learned_for_good_epoch, epochs``; ``aum_flagged`` (AUM below the threshold
+        cutoff, when the run has threshold samples); ``p_mislabeled, gmm_flagged, weight`` (AUL GMM over the
+        real samples). Definitions as in :meth:`aum`, :meth:`aul`, :meth:`data_map`, :meth:`el2n`,
+        :meth:`forgetting`, :meth:`threshold_cutoff` and :meth:`gmm`."""
+        table = self._score_table(epochs, split, el2n_epochs)
+        if table.height and table["is_threshold"].any():
+            cutoff = self.threshold_cutoff(percentile=percentile, epochs=epochs, split=split)
+            table = table.with_columns(aum_flagged=(pl.col("aum") < cutoff) & ~pl.col("is_threshold"))
+        real = self._real_samples(table)
+        if real["aul"].is_not_null().sum() >= 2:
+            fitted = fit_gmm(real, "aul", seed=seed).table.select(
+                "sample_id", "p_mislabeled", pl.col("flagged").alias("gmm_flagged"), "weight"
+            )
+            table = table.join(fitted, on="sample_id", how="left").sort("sample_id")
+        return table
+
+    def _score_table(self, epochs: range | None, split: str, el2n_epochs: range | None = None) -> pl.DataFrame:
+        lower, upper = self._bounds(epochs)
+        el2n_to = self._early_epochs_end(split) if el2n_epochs is None else self._bounds(el2n_epochs)[1]
+        frame = self.query("scores", split=split, epoch_from=lower, epoch_to=upper, el2n_to=el2n_to)
+        samples = self.sql("SELECT * FROM samples")
+        return frame.join(samples, on="sample_id", how="left").with_columns(
+            pl.col("is_threshold").fill_null(False)
+        ).sort("sample_id")
+
+    @staticmethod
+    def _real_samples(table: pl.DataFrame) -> pl.DataFrame:
+        return table.filter(~pl.col("is_threshold") & pl.col("probe").is_null())
+
+    def evaluate(self, *, epochs: range | None = None, split: str = "train", percentile: float = 99) -> pl.DataFrame:
+        """Each method against the truth (``true_label`` registered with the samples): one row per method
+        with ``precision, recall, f1, auroc, flagged``. See :func:`analytics.evaluate.evaluate_scores`."""
+        return evaluate_scores(self.scores(epochs=epochs, split=split, percentile=percentile))
 
     def close(self) -> None:
         self.connection.close()
@@ -91,18 +217,35 @@ class Run:
         return f"Run({str(self.path)!r}, num_classes={self.num_classes})"
 
 
-def open_run(path: str | os.PathLike, *, threads: int | None = None, memory_limit: str | None = None) -> Run:
-    """Open the tdlog run at ``path`` read-only. Raises ``FileNotFoundError`` if there is no run there and
-    ``ValueError`` if it is not a tdlog run or was written by a newer format version."""
+def open_run(
+    path: str | os.PathLike,
+    *,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    temp_directory: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> Run:
+    """Open the tdlog run at ``path`` read-only, as DuckDB views (see :meth:`Run.view_definitions`).
+
+    ``threads`` and ``memory_limit`` (e.g. ``"4GB"``) bound DuckDB; work that does not fit spills to
+    ``temp_directory`` (default: ``tdlog-duckdb`` in the system temp folder). ``progress`` shows DuckDB's
+    progress bar on long queries (default: when stderr is a terminal). Raises ``FileNotFoundError`` if
+    there is no run at ``path`` and ``ValueError`` if it is not a tdlog run or has a newer format.
+    """
     run_dir = Path(path)
     manifest_path = run_dir / MANIFEST
     if not manifest_path.exists():
         raise FileNotFoundError(f"path: no tdlog run at {run_dir} (no {MANIFEST})")
     manifest = read_json(manifest_path)
     check_manifest(manifest, manifest_path)
-    config: dict[str, Any] = {}
+    config: dict[str, Any] = {
+        "temp_directory": str(temp_directory or Path(tempfile.gettempdir()) / "tdlog-duckdb"),
+    }
     if threads is not None:
         config["threads"] = threads
     if memory_limit is not None:
         config["memory_limit"] = memory_limit
-    return Run(run_dir, manifest, duckdb.connect(":memory:", config=config))
+    connection = duckdb.connect(":memory:", config=config)
+    connection.execute("SET enable_progress_bar = " + ("true" if (sys.stderr.isatty() if progress is None else progress)
+                                                        else "false"))
+    return Run(run_dir, manifest, connection)

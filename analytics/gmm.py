@@ -1,0 +1,73 @@
+"""Two-component Gaussian mixture on a per-sample score (the AUL paper's noise estimate)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from sklearn.mixture import GaussianMixture
+
+DEFAULT_FIT_SAMPLE = 200_000
+
+
+@dataclass(frozen=True)
+class GMMResult:
+    """A fitted 2-component mixture; component 1 is the higher-mean ("mislabeled") one.
+
+    ``table`` has one row per sample: ``sample_id``, the score, ``p_mislabeled`` (posterior of the
+    mislabeled component), ``flagged`` (``p_mislabeled > 0.5``) and ``weight`` (``1 - p_mislabeled``).
+    """
+
+    score: str
+    noise_rate: float
+    means: tuple[float, float]
+    stds: tuple[float, float]
+    weights: tuple[float, float]
+    fitted_on: int
+    table: pl.DataFrame
+
+
+def fit_gmm(
+    frame: pl.DataFrame, score: str, *, seed: int = 0, fit_sample: int | None = DEFAULT_FIT_SAMPLE
+) -> GMMResult:
+    """Fit ``GaussianMixture(2, random_state=seed)`` to ``frame[score]`` and score every row.
+
+    ``p_mislabeled`` = posterior of the component with the higher mean; ``noise_rate`` = mean of
+    ``p_mislabeled`` over all rows. When there are more rows than ``fit_sample`` the mixture is fitted
+    on a seeded uniform sample of that size (``None``: always on every row) and applied to every row.
+    """
+    if score not in frame.columns:
+        raise KeyError(f"score: expected one of {frame.columns}, got {score!r}")
+    values = frame[score].cast(pl.Float64).to_numpy()
+    finite = np.isfinite(values)
+    if finite.sum() < 2:
+        raise ValueError(f"score: need at least 2 finite values of {score!r} to fit a mixture, got {finite.sum()}")
+    fit_values = values[finite]
+    if fit_sample is not None and fit_values.size > fit_sample:
+        fit_values = np.random.default_rng(seed).choice(fit_values, size=fit_sample, replace=False)
+    model = GaussianMixture(n_components=2, random_state=seed).fit(fit_values.reshape(-1, 1))
+    means = model.means_.reshape(-1)
+    noisy = int(np.argmax(means))
+    p_mislabeled = np.full(values.shape, np.nan)
+    p_mislabeled[finite] = model.predict_proba(values[finite].reshape(-1, 1))[:, noisy]
+    order = [1 - noisy, noisy]
+    stds = np.sqrt(model.covariances_.reshape(-1))
+    table = pl.DataFrame(
+        {
+            "sample_id": frame["sample_id"],
+            score: values,
+            "p_mislabeled": p_mislabeled,
+            "flagged": p_mislabeled > 0.5,
+            "weight": 1.0 - p_mislabeled,
+        }
+    )
+    return GMMResult(
+        score=score,
+        noise_rate=float(np.nanmean(p_mislabeled)),
+        means=(float(means[order[0]]), float(means[order[1]])),
+        stds=(float(stds[order[0]]), float(stds[order[1]])),
+        weights=(float(model.weights_[order[0]]), float(model.weights_[order[1]])),
+        fitted_on=int(fit_values.size),
+        table=table,
+    )
