@@ -1,16 +1,76 @@
-"""The ``tdlog`` command line."""
+"""The ``tdlog`` command line: info, sql, score, export, demo. Errors are one line on stderr, exit code 1."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import duckdb
+import polars as pl
+
+
+def _epoch_range(text: str) -> range:
+    """``FROM:TO`` (TO exclusive) -> ``range(FROM, TO)``."""
+    try:
+        start, stop = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FROM:TO (TO exclusive), e.g. 0:50, got {text!r}") from None
+    return range(start, stop)
+
+
+def _param(text: str) -> tuple[str, object]:
+    """``name=value``; the value is read as JSON when it parses (numbers), else kept as text."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdlog", description="Training-dynamics log store and analytics.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    def run_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("run", type=Path, help="run directory")
+        command.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
+        command.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB (spills beyond)")
+        return command
+
+    run_command("info", "samples, epochs, attempts, ranks, non-finite rows, size on disk")
+
+    sql = run_command("sql", "run a query over the run's views (records, samples, epoch_stats, attempts)")
+    sql.add_argument("query", nargs="?", help="SQL text (or use -f)")
+    sql.add_argument("-f", "--file", type=Path, help="read the query from this .sql file")
+    sql.add_argument("-p", "--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                     help="bind $NAME (repeatable)")
+    sql.add_argument("--print-views", action="store_true", help="print CREATE VIEW statements for the DuckDB CLI")
+    sql.add_argument("--out", type=Path, help="write the result to .parquet, .csv or .json instead of printing")
+    sql.add_argument("--max-rows", type=int, default=20, help="rows to print (default 20)")
+
+    def score_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--epochs", type=_epoch_range, default=None, help="FROM:TO epoch range (default: all)")
+        command.add_argument("--split", default="train", help="split to score (default train)")
+        command.add_argument("--percentile", type=float, default=99, help="threshold-sample cutoff percentile")
+
+    score = run_command("score", "every score per sample in one table")
+    score_options(score)
+    score.add_argument("--out", type=Path, required=True, help="scores.parquet (or .csv, .json)")
+
+    export = run_command("export", "aum-compatible CSV, flagged index list or sample weights")
+    score_options(export)
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--aum-csv", type=Path, metavar="DIR", help="write DIR/aum_values.csv as the aum package")
+    target.add_argument("--flagged", type=Path, metavar="FILE",
+                        help="ids flagged as mislabeled (AUM threshold if present, else AUL GMM), one per line")
+    target.add_argument("--weights", type=Path, metavar="FILE", help="sample_id, weight (AUL GMM clean probability)")
+
     demo = commands.add_parser("demo", help="train on noisy digits, record every epoch, rank samples by AUM")
     demo.add_argument("--out", type=Path, default=None, help="output folder (default: a fresh ./tdlog-demo/DATE)")
     demo.add_argument("--noise-rate", type=float, default=0.2, help="share of labels flipped (default 0.2)")
@@ -19,18 +79,97 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _open(args: argparse.Namespace):
+    from . import open_run
+
+    return open_run(args.run, threads=args.threads, memory_limit=args.memory_limit)
+
+
+def _info(args: argparse.Namespace) -> None:
+    with _open(args) as run:
+        info = run.info()
+    print(f"run              {info['path']}")
+    print(f"format           {info['format_version']}, {info['num_classes']} classes, ids {info['sample_id_type']}")
+    print(f"samples          {info['registered_samples']} registered")
+    for split in info["splits"]:
+        print(f"split {split['split']:<10} {split['samples']} samples, {split['epochs']} epochs "
+              f"({split['first_epoch']}..{split['last_epoch']}), {split['rows']} rows, {split['ranks']} ranks")
+    starts = ", ".join(f"{a['attempt']}@{a['start_epoch']}" for a in info["attempts"])
+    print(f"attempts         {len(info['attempts'])} (attempt@start_epoch: {starts})")
+    print(f"non-finite rows  {info['nonfinite_rows']}")
+    print(f"size on disk     {info['size_bytes'] / 2**20:.2f} MiB")
+
+
+def _sql(args: argparse.Namespace) -> None:
+    from .export import write_frame
+
+    with _open(args) as run:
+        if args.print_views:
+            print(run.view_definitions())
+            if args.query is None and args.file is None:
+                return
+        if (args.query is None) == (args.file is None):
+            raise ValueError("query: give the SQL text or -f FILE (one of them)")
+        text = args.file.read_text() if args.file is not None else args.query
+        frame = run.sql(text, dict(args.param))
+    if args.out is not None:
+        written = write_frame(frame, args.out, argument="--out")
+        print(f"wrote {frame.height} rows to {written}")
+        return
+    with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, tbl_width_chars=200):
+        print(frame)
+
+
+def _score(args: argparse.Namespace) -> None:
+    from .export import write_frame
+
+    with _open(args) as run:
+        scores = run.scores(epochs=args.epochs, split=args.split, percentile=args.percentile)
+    written = write_frame(scores, args.out, argument="--out")
+    print(f"wrote {scores.height} samples x {scores.width} columns to {written}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from recorder.aum_compat import write_aum_values
+
+    from .export import write_frame, write_index_list
+
+    with _open(args) as run:
+        if args.aum_csv is not None:
+            aum = run.aum(epochs=args.epochs, split=args.split, per_update=True)
+            args.aum_csv.mkdir(parents=True, exist_ok=True)
+            path = write_aum_values(args.aum_csv, aum["sample_id"].to_list(), aum["aum"].to_numpy())
+            print(f"wrote {aum.height} samples to {path}")
+            return
+        scores = run.scores(epochs=args.epochs, split=args.split, percentile=args.percentile)
+    if args.flagged is not None:
+        column = "aum_flagged" if "aum_flagged" in scores.columns else "gmm_flagged"
+        flagged = scores.filter(pl.col(column).fill_null(False))["sample_id"]
+        print(f"wrote {flagged.len()} ids flagged by {column} to {write_index_list(flagged, args.flagged)}")
+    else:
+        weights = scores.filter(pl.col("weight").is_not_null()).select("sample_id", "weight")
+        written = write_frame(weights, args.weights, argument="--weights")
+        print(f"wrote {weights.height} weights to {written}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    if not 0.0 <= args.noise_rate < 0.9:
+        raise ValueError(f"--noise-rate: expected a value in [0, 0.9), got {args.noise_rate}")
+    run_demo(args.out, noise_rate=args.noise_rate, epochs=args.epochs, seed=args.seed, progress=sys.stderr.isatty())
+
+
+COMMANDS = {"info": _info, "sql": _sql, "score": _score, "export": _export, "demo": _demo}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from .demo import run_demo
-
-            if not 0.0 <= args.noise_rate < 0.9:
-                raise ValueError(f"--noise-rate: expected a value in [0, 0.9), got {args.noise_rate}")
-            run_demo(args.out, noise_rate=args.noise_rate, epochs=args.epochs, seed=args.seed,
-                     progress=sys.stderr.isatty())
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"tdlog {args.command}: error: {exc}", file=sys.stderr)
+        COMMANDS[args.command](args)
+    except (OSError, ValueError, KeyError, duckdb.Error) as exc:
+        message = " ".join(str(exc).split())  # DuckDB messages span lines: keep the error on one line
+        print(f"tdlog {args.command}: error: {message}", file=sys.stderr)
         return 1
     return 0
 

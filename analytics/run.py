@@ -204,6 +204,26 @@ class Run:
         with ``precision, recall, f1, auroc, flagged``. See :func:`analytics.evaluate.evaluate_scores`."""
         return evaluate_scores(self.scores(epochs=epochs, split=split, percentile=percentile))
 
+    def info(self) -> dict[str, Any]:
+        """Summary of the run: samples, epochs per split, attempts, ranks, non-finite rows, size on disk."""
+        records = self.sql(
+            "SELECT split, count(DISTINCT epoch) AS epochs, min(epoch) AS first_epoch, max(epoch) AS last_epoch, "
+            "count(*) AS rows, count(DISTINCT sample_id) AS samples, count(DISTINCT rank) AS ranks "
+            "FROM records GROUP BY split ORDER BY split"
+        )
+        attempts = self.sql("SELECT attempt, start_epoch, world_size FROM attempts ORDER BY attempt")
+        return {
+            "path": str(self.path),
+            "format_version": self.manifest.get("format_version"),
+            "num_classes": self.num_classes,
+            "sample_id_type": self.manifest.get("sample_id_type"),
+            "registered_samples": self.sql("SELECT count(*) AS n FROM samples")["n"][0],
+            "splits": records.to_dicts(),
+            "attempts": attempts.to_dicts(),
+            "nonfinite_rows": self.manifest.get("nonfinite_rows", 0),
+            "size_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
+        }
+
     def close(self) -> None:
         self.connection.close()
 

@@ -62,6 +62,14 @@ def _descending_order_like_pandas(values: np.ndarray) -> np.ndarray:
     return np.concatenate([order, np.nonzero(~finite)[0]])
 
 
+def write_aum_values(save_dir: str | os.PathLike, sample_ids: list[SampleId], aums: np.ndarray) -> Path:
+    """Write ``save_dir/aum_values.csv`` exactly as the ``aum`` package does (descending AUM)."""
+    path = Path(save_dir) / "aum_values.csv"
+    order = _descending_order_like_pandas(aums)
+    _write_csv(str(path), ["sample_id", "aum"], [(sample_ids[k], float(aums[k])) for k in order])
+    return path
+
+
 class AUMCalculator:
     """Area Under the Margin, with the ``aum`` package's API, recording a tdlog run as it goes.
 
@@ -127,10 +135,7 @@ class AUMCalculator:
         save_dir = save_dir or self.save_dir
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         ids = list(self.counts)
-        aums = np.array([self.sums[i] / self.counts[i] for i in ids], dtype=np.float64)
-        order = _descending_order_like_pandas(aums)
-        _write_csv(os.path.join(save_dir, "aum_values.csv"), ["sample_id", "aum"],
-                   [(ids[k], float(aums[k])) for k in order])
+        write_aum_values(save_dir, ids, np.array([self.sums[i] / self.counts[i] for i in ids], dtype=np.float64))
         if not self.compressed:
             record_ids = np.array([r.sample_id for r in self.records])
             measurements = np.array([r.num_measurements for r in self.records])

@@ -83,8 +83,10 @@ def test_two_ddp_ranks_write_one_run(tmp_path) -> None:
         counts = run.sql("SELECT epoch, rank, count(*) AS n, count(DISTINCT sample_id) AS d FROM records "
                          "GROUP BY ALL ORDER BY ALL")
         samples = run.sql("SELECT count(*) AS n FROM samples")["n"][0]
+        scores = run.scores()
     assert counts["n"].to_list() == [20, 20, 20, 20] and counts["d"].to_list() == [20, 20, 20, 20]
     assert samples == 40
+    assert scores["sample_id"].to_list() == list(range(40)) and set(scores["epochs"].to_list()) == {2}
 
 
 KILLED_WRITER = textwrap.dedent(
