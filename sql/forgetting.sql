@@ -14,9 +14,7 @@ WITH marked AS (
         e.epoch,
         CASE WHEN e.correct > 0.5 THEN 1 ELSE 0 END AS learned,
         lag(CASE WHEN e.correct > 0.5 THEN 1 ELSE 0 END)
-            OVER (PARTITION BY e.sample_id ORDER BY e.epoch) AS learned_before,
-        max(CASE WHEN e.correct > 0.5 THEN -1 ELSE e.epoch END)
-            OVER (PARTITION BY e.sample_id) AS last_unlearned_epoch
+            OVER (PARTITION BY e.sample_id ORDER BY e.epoch) AS learned_before
     FROM epoch_stats AS e
     WHERE e.split = $split
       AND e.epoch >= $epoch_from
@@ -29,7 +27,9 @@ SELECT
          THEN CAST(sum(CASE WHEN learned_before = 1 AND learned = 0 THEN 1 ELSE 0 END) AS BIGINT) END
          AS forgetting_events,
     min(CASE WHEN learned = 1 THEN epoch END) AS first_learned_epoch,
-    min(CASE WHEN learned = 1 AND epoch > last_unlearned_epoch THEN epoch END) AS learned_for_good_epoch,
+    CASE WHEN max(CASE WHEN learned = 1 THEN epoch END) = max(epoch)
+         THEN max(CASE WHEN learned = 1 AND coalesce(learned_before, 0) = 0 THEN epoch END) END
+         AS learned_for_good_epoch,
     count(*) AS epochs
 FROM marked
 GROUP BY sample_id

@@ -1,0 +1,140 @@
+"""Engine speed and memory: ``run.scores()`` versus a bare DuckDB aggregate over the same Parquet columns.
+
+Writes a synthetic run of N samples x E epochs with the real recorder (10 classes, batches of 65,536),
+then, in this one process:
+
+1. ``bare``: one DuckDB ``GROUP BY sample_id`` over the records files reading the columns the scores use
+   (margin, loss, prob, el2n, pred, target, epoch) - the floor any engine pays to scan them;
+2. ``scores``: ``analytics.open_run(run).scores()`` - attempt resolution, per-epoch averaging, every score,
+   the threshold-free GMM on AUL and the join with the samples table, as a Polars DataFrame.
+
+Reports wall times, their ratio and the process's peak RSS; writes JSON.
+
+Usage: python benchmarks/engine.py [--samples 1000000] [--epochs 100] [--small] [--memory-limit 3GB]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import tempfile
+import time
+
+import duckdb
+import torch
+
+import analytics
+from recorder import Recorder
+
+CLASSES, BATCH = 10, 65_536
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def write_run(path: Path, samples: int, epochs: int) -> float:
+    """Record ``epochs`` epochs of random logits for ``samples`` samples; return seconds taken."""
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, CLASSES, (samples,), generator=generator)
+    with Recorder(path, num_classes=CLASSES, flush_rows=1 << 20, coalesce_rows=1 << 17) as rec:
+        rec.register_samples(torch.arange(samples), labels)
+        for epoch in range(epochs):
+            for first in range(0, samples, BATCH):
+                ids = torch.arange(first, min(first + BATCH, samples))
+                logits = torch.randn(len(ids), CLASSES, generator=generator)
+                logits[torch.arange(len(ids)), labels[ids]] += epoch / epochs * 4
+                rec.log(ids, logits, labels[ids], epoch=epoch)
+            print(f"\rwriting epoch {epoch + 1}/{epochs}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return time.perf_counter() - start
+
+
+def bare_scan(path: Path, threads: int | None, memory_limit: str | None) -> tuple[float, int]:
+    config = {"memory_limit": memory_limit} if memory_limit else {}
+    if threads:
+        config["threads"] = threads
+    connection = duckdb.connect(config=config)
+    start = time.perf_counter()
+    rows = connection.sql(
+        f"SELECT sample_id, avg(margin) AS aum, sum(loss) AS aul, avg(prob) AS confidence, "
+        f"stddev_pop(prob) AS variability, avg(CASE WHEN pred = target THEN 1.0 ELSE 0.0 END) AS correctness, "
+        f"avg(CASE WHEN epoch < 10 THEN el2n END) AS el2n, count(*) AS epochs "
+        f"FROM read_parquet('{path}/records/*/*/*.parquet', hive_partitioning = true) GROUP BY sample_id"
+    ).pl().height
+    elapsed = time.perf_counter() - start
+    connection.close()
+    return elapsed, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=1_000_000)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--small", action="store_true", help="100,000 samples x 20 epochs (a quick check)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--memory-limit", default="3GB", help="DuckDB memory limit for both queries")
+    parser.add_argument("--run", type=Path, default=None, help="reuse (or keep) the synthetic run here")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/engine.json"))
+    args = parser.parse_args()
+    if args.small:
+        args.samples, args.epochs = 100_000, 20
+
+    scratch = None
+    if args.run is None:
+        scratch = Path(tempfile.mkdtemp(prefix="tdlog-engine-"))
+        args.run = scratch / "run"
+    try:
+        write_seconds = None
+        if not (args.run / "run.json").exists():
+            write_seconds = write_run(args.run, args.samples, args.epochs)
+        size = sum(f.stat().st_size for f in args.run.rglob("*.parquet"))
+        bare_seconds, bare_rows = bare_scan(args.run, args.threads, args.memory_limit)
+        rss_after_bare = peak_rss_gib()
+        start = time.perf_counter()
+        with analytics.open_run(args.run, threads=args.threads, memory_limit=args.memory_limit) as run:
+            scores = run.scores()
+        score_seconds = time.perf_counter() - start
+        assert scores.height == bare_rows == args.samples, (scores.height, bare_rows)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    result = {
+        "machine": f"{platform.machine()} duckdb {duckdb.__version__} cores {torch.get_num_threads()}",
+        "samples": args.samples,
+        "epochs": args.epochs,
+        "rows": args.samples * args.epochs,
+        "parquet_bytes": size,
+        "write_seconds": write_seconds,
+        "bare_scan_seconds": bare_seconds,
+        "scores_seconds": score_seconds,
+        "ratio_scores_vs_bare": score_seconds / bare_seconds,
+        "peak_rss_gib_after_bare": rss_after_bare,
+        "peak_rss_gib": peak_rss_gib(),
+        "memory_limit": args.memory_limit,
+        "targets": {"ratio": "<= 2", "peak_rss_gib": "<= 4"},
+    }
+    print(f"{'measure':<34}{'value':>14}")
+    print(f"{'rows (samples x epochs)':<34}{result['rows']:>14,}")
+    print(f"{'parquet size (MiB)':<34}{size / 2**20:>14,.0f}")
+    print(f"{'bare DuckDB aggregate (s)':<34}{bare_seconds:>14.2f}")
+    print(f"{'run.scores() (s)':<34}{score_seconds:>14.2f}")
+    print(f"{'ratio scores / bare':<34}{result['ratio_scores_vs_bare']:>13.2f}x")
+    print(f"{'peak RSS (GiB)':<34}{result['peak_rss_gib']:>14.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
