@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from recorder.format import MANIFEST, RECORDS_DIR, SAMPLES_DIR, read_json
@@ -19,6 +20,7 @@ from recorder.manifest import check_manifest
 from . import queries
 from .evaluate import evaluate_scores
 from .gmm import DEFAULT_FIT_SAMPLE, GMMResult, fit_gmm
+from .mapd import ProbeIndex, trajectory_blocks
 from .views import view_definitions
 
 ALL_EPOCHS = 2**62  # upper bound of the default epoch range
@@ -203,6 +205,66 @@ class Run:
         """Each method against the truth (``true_label`` registered with the samples): one row per method
         with ``precision, recall, f1, auroc, flagged``. See :func:`analytics.evaluate.evaluate_scores`."""
         return evaluate_scores(self.scores(epochs=epochs, split=split, percentile=percentile))
+
+    def mapd(
+        self,
+        *,
+        k: int = 20,
+        suites: list[str] | None = None,
+        epochs: range | None = None,
+        upto_epoch: int | None = None,
+        split: str = "train",
+        device: str = "auto",
+        block_rows: int = 1 << 20,
+    ) -> pl.DataFrame:
+        """MAP-D per sample: ``p_<suite>`` = share of the ``k`` nearest reference-probe loss trajectories
+        (exact L2, FAISS) that belong to ``suite``, and ``mapd_suite`` = the argmax. Trajectories use the
+        recorded epochs in ``epochs`` up to ``upto_epoch`` (the online variant); see :mod:`analytics.mapd`.
+        ``device``: ``"auto"`` (GPU when FAISS can use one), ``"cpu"`` or ``"cuda"``."""
+        index, epoch_list = self._probe_index(k, suites, epochs, upto_epoch, split, device)
+        parts = []
+        for ids, trajectories in trajectory_blocks(self.connection, split=split, epochs=epoch_list,
+                                                   block_rows=block_rows):
+            votes = index.vote(trajectories, k)
+            columns = {f"p_{suite}": votes[:, j] for j, suite in enumerate(index.suites)}
+            parts.append(pl.DataFrame({"sample_id": ids, **columns,
+                                       "mapd_suite": np.asarray(index.suites)[votes.argmax(1)]}))
+        return pl.concat(parts)
+
+    def _probe_index(self, k, suites, epochs, upto_epoch, split, device) -> tuple[ProbeIndex, list[int]]:
+        lower, upper = self._bounds(epochs)
+        epoch_list = [e for e in self.epochs(split) if lower <= e < upper and (upto_epoch is None or e <= upto_epoch)]
+        if not epoch_list:
+            raise ValueError(f"epochs: no recorded epochs of split {split!r} in the range asked for")
+        reference = self.sql("SELECT sample_id, probe FROM samples WHERE probe IS NOT NULL AND probe_role = "
+                             "'reference' ORDER BY sample_id")
+        if suites is not None:
+            reference = reference.filter(pl.col("probe").is_in(suites))
+        reference_ids = reference["sample_id"].to_numpy()
+        found = [(ids, matrix) for ids, matrix in trajectory_blocks(self.connection, split=split, epochs=epoch_list)
+                 if np.isin(ids.to_numpy(), reference_ids).any()]
+        ids = pl.concat([f[0] for f in found]) if found else pl.Series("sample_id", [], reference["sample_id"].dtype)
+        keep = np.isin(ids.to_numpy(), reference_ids)
+        if keep.sum() < k:
+            raise ValueError(f"k: expected at most the number of reference probes with records, {keep.sum()}, got {k} "
+                             "(register probes with register_samples(..., probe=..., probe_role='reference'))")
+        trajectories = np.concatenate([f[1] for f in found])[keep]
+        probe_of = dict(reference.iter_rows())
+        labels = np.array([probe_of[i] for i in ids.filter(keep).to_list()])
+        return ProbeIndex.build(trajectories, labels, device=device), epoch_list
+
+    def mapd_accuracy(self, *, k: int = 20, epochs: range | None = None, split: str = "train",
+                      device: str = "auto") -> pl.DataFrame:
+        """Confusion matrix of MAP-D on the held-out probes: one row per (true) ``probe`` suite, one count
+        column per assigned suite, and ``accuracy`` = share assigned to their own suite."""
+        assigned = self.mapd(k=k, epochs=epochs, split=split, device=device)
+        heldout = self.sql("SELECT sample_id, probe FROM samples WHERE probe IS NOT NULL AND probe_role = 'heldout'")
+        joined = heldout.join(assigned.select("sample_id", "mapd_suite"), on="sample_id", how="inner")
+        table = joined.pivot(on="mapd_suite", index="probe", values="sample_id", aggregate_function="len")
+        counts = [c for c in table.columns if c != "probe"]
+        table = table.with_columns(pl.col(counts).fill_null(0))
+        own = pl.sum_horizontal([pl.when(pl.col("probe") == c).then(pl.col(c)).otherwise(0) for c in counts])
+        return table.with_columns(accuracy=own / pl.sum_horizontal(counts)).sort("probe")
 
     def info(self) -> dict[str, Any]:
         """Summary of the run: samples, epochs per split, attempts, ranks, non-finite rows, size on disk."""

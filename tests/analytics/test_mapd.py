@@ -1,0 +1,117 @@
+"""MAP-D: k-NN votes against a brute-force NumPy reference, streaming blocks, held-out accuracy, devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import analytics
+from analytics.mapd import forward_fill, gpu_available
+from recorder import Recorder
+
+SUITE_LEVELS = {"clean": (2.0, -1.6), "corrupted": (2.0, -0.8), "random_labels": (2.5, 0.0)}  # start, slope
+EPOCHS, PER_SUITE, REAL = 5, 30, 60
+
+
+def write_probe_run(path) -> dict[int, np.ndarray]:
+    """Probes and real samples whose given per-sample loss follows a suite's trajectory plus noise;
+    sample 3 misses epoch 2 and sample 5 is logged twice in epoch 1. Returns every logged loss by id."""
+    rng = np.random.default_rng(0)
+    suites = list(SUITE_LEVELS)
+    probe_ids = np.arange(REAL, REAL + PER_SUITE * len(suites))
+    probe_suite = np.repeat(suites, PER_SUITE)
+    role = np.where(np.arange(len(probe_ids)) % PER_SUITE < 20, "reference", "heldout")
+    real_suite = rng.choice(suites, REAL)
+    suite_of = dict(zip(np.concatenate([np.arange(REAL), probe_ids]).tolist(),
+                        np.concatenate([real_suite, probe_suite]).tolist(), strict=True))
+    logged: dict[int, list] = {i: [[] for _ in range(EPOCHS)] for i in suite_of}
+    with Recorder(path, num_classes=3) as rec:
+        rec.register_samples(torch.arange(REAL), torch.zeros(REAL, dtype=torch.long))
+        rec.register_samples(torch.from_numpy(probe_ids), torch.zeros(len(probe_ids), dtype=torch.long),
+                             probe=probe_suite.tolist(), probe_role=role.tolist())
+        for epoch in range(EPOCHS):
+            ids = [i for i in suite_of if not (i == 3 and epoch == 2)] + ([5] if epoch == 1 else [])
+            start, slope = np.array([SUITE_LEVELS[suite_of[i]] for i in ids]).T
+            loss = np.maximum(start + slope * epoch / EPOCHS + rng.normal(0, 0.15, len(ids)), 0.0)
+            rec.log(torch.tensor(ids), torch.randn(len(ids), 3), torch.zeros(len(ids), dtype=torch.long),
+                    loss=torch.tensor(loss, dtype=torch.float32), epoch=epoch)
+            for i, value in zip(ids, loss.astype(np.float32), strict=True):
+                logged[i][epoch].append(value)
+    trajectories = {}
+    for i, per_epoch in logged.items():
+        row = np.array([np.mean(v) if v else np.nan for v in per_epoch], dtype=np.float64)
+        for e in range(1, EPOCHS):
+            if np.isnan(row[e]):
+                row[e] = row[e - 1]
+        trajectories[i] = row
+    return trajectories | {"_suite_of": suite_of, "_role": dict(zip(probe_ids.tolist(), role.tolist(), strict=True))}
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mapd") / "run"
+    return path, write_probe_run(path)
+
+
+def test_votes_match_brute_force_knn(probe_run) -> None:
+    path, logged = probe_run
+    suite_of, role = logged["_suite_of"], logged["_role"]
+    reference = sorted(i for i, r in role.items() if r == "reference")
+    with analytics.open_run(path) as run:
+        frame = run.mapd(k=7, device="cpu").sort("sample_id")
+    assert frame.columns == ["sample_id", "p_clean", "p_corrupted", "p_random_labels", "mapd_suite"]
+    probes = np.stack([logged[i] for i in reference])
+    for row in frame.iter_rows(named=True):
+        distances = ((probes - logged[row["sample_id"]]) ** 2).sum(1)
+        nearest = np.argsort(distances, kind="stable")[:7]
+        votes = {s: np.mean([suite_of[reference[n]] == s for n in nearest]) for s in SUITE_LEVELS}
+        assert [row[f"p_{s}"] for s in SUITE_LEVELS] == pytest.approx(list(votes.values()))
+        assert row["mapd_suite"] == max(SUITE_LEVELS, key=lambda s: (votes[s], -list(SUITE_LEVELS).index(s)))
+
+
+def test_streaming_blocks_give_the_same_answer(probe_run) -> None:
+    path, _ = probe_run
+    with analytics.open_run(path) as run:
+        one_block = run.mapd(k=5)
+        small_blocks = run.mapd(k=5, block_rows=7)
+    assert small_blocks.equals(one_block)
+
+
+def test_heldout_probes_are_assigned_far_above_chance(probe_run) -> None:
+    path, _ = probe_run
+    with analytics.open_run(path) as run:
+        confusion = run.mapd_accuracy(k=10)
+        online = run.mapd(k=10, upto_epoch=1)
+    assert confusion["probe"].to_list() == sorted(SUITE_LEVELS)
+    assert confusion["accuracy"].min() > 0.8  # chance is 1/3
+    assert online.height == REAL + PER_SUITE * len(SUITE_LEVELS)
+
+
+def test_forward_fill_takes_the_previous_epoch_and_leading_from_first() -> None:
+    matrix = np.array([[np.nan, 1.0, np.nan, 3.0], [4.0, np.nan, np.nan, np.nan]], dtype=np.float32)
+    np.testing.assert_array_equal(forward_fill(matrix), [[1.0, 1.0, 1.0, 3.0], [4.0, 4.0, 4.0, 4.0]])
+
+
+def test_bad_mapd_arguments_are_clear_errors(probe_run, small_run) -> None:
+    path, _ = probe_run
+    with analytics.open_run(path) as run:
+        with pytest.raises(ValueError, match="k: expected at most the number of reference probes"):
+            run.mapd(k=1000)
+        with pytest.raises(ValueError, match="device: expected 'auto', 'cpu' or 'cuda', got 'tpu'"):
+            run.mapd(device="tpu")
+        with pytest.raises(ValueError, match="epochs: no recorded epochs"):
+            run.mapd(epochs=range(50, 60))
+        if not gpu_available():
+            with pytest.raises(ValueError, match="device: 'cuda' asked for"):
+                run.mapd(device="cuda")
+    with analytics.open_run(small_run[0]) as run, pytest.raises(ValueError, match="reference probes"):
+        run.mapd()
+
+
+@pytest.mark.skipif(not gpu_available(), reason="needs FAISS with GPU support and a GPU")
+def test_gpu_index_gives_the_cpu_answer(probe_run) -> None:
+    path, _ = probe_run
+    with analytics.open_run(path) as run:
+        assert run.mapd(k=7, device="cuda").equals(run.mapd(k=7, device="cpu"))
+
