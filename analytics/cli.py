@@ -1,4 +1,4 @@
-"""The ``tdlog`` command line: info, sql, score, export, demo. Errors are one line on stderr, exit code 1."""
+"""The ``tdlog`` command line: info, sql, score, export, mapd, demo. Errors are one line on stderr, exit code 1."""
 
 from __future__ import annotations
 
@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--flagged", type=Path, metavar="FILE",
                         help="ids flagged as mislabeled (AUM threshold if present, else AUL GMM), one per line")
     target.add_argument("--weights", type=Path, metavar="FILE", help="sample_id, weight (AUL GMM clean probability)")
+
+    mapd = run_command("mapd", "MAP-D: per-sample suite probabilities from the k nearest probe trajectories")
+    mapd.add_argument("--k", type=int, default=20, help="neighbours (default 20)")
+    mapd.add_argument("--epochs", type=_epoch_range, default=None, help="FROM:TO epoch range (default: all)")
+    mapd.add_argument("--upto-epoch", type=int, default=None, help="use epochs up to this one (online variant)")
+    mapd.add_argument("--split", default="train", help="split (default train)")
+    mapd.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="FAISS device")
+    mapd.add_argument("--out", type=Path, required=True, help="mapd.parquet (or .csv, .json)")
 
     demo = commands.add_parser("demo", help="train on noisy digits, record every epoch, rank samples by AUM")
     demo.add_argument("--out", type=Path, default=None, help="output folder (default: a fresh ./tdlog-demo/DATE)")
@@ -152,6 +160,16 @@ def _export(args: argparse.Namespace) -> None:
         print(f"wrote {weights.height} weights to {written}")
 
 
+def _mapd(args: argparse.Namespace) -> None:
+    from .export import write_frame
+
+    with _open(args) as run:
+        frame = run.mapd(k=args.k, epochs=args.epochs, upto_epoch=args.upto_epoch, split=args.split,
+                         device=args.device)
+    written = write_frame(frame, args.out, argument="--out")
+    print(f"wrote {frame.height} samples to {written}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -160,7 +178,7 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.out, noise_rate=args.noise_rate, epochs=args.epochs, seed=args.seed, progress=sys.stderr.isatty())
 
 
-COMMANDS = {"info": _info, "sql": _sql, "score": _score, "export": _export, "demo": _demo}
+COMMANDS = {"info": _info, "sql": _sql, "score": _score, "export": _export, "mapd": _mapd, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

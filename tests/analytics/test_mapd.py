@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
 import analytics
+from analytics.cli import main
 from analytics.mapd import forward_fill, gpu_available
 from recorder import Recorder
 
@@ -107,6 +109,14 @@ def test_bad_mapd_arguments_are_clear_errors(probe_run, small_run) -> None:
                 run.mapd(device="cuda")
     with analytics.open_run(small_run[0]) as run, pytest.raises(ValueError, match="reference probes"):
         run.mapd()
+
+
+def test_cli_mapd_writes_the_api_result(probe_run, tmp_path) -> None:
+    path, _ = probe_run
+    assert main(["mapd", str(path), "--k", "5", "--out", str(tmp_path / "mapd.parquet")]) == 0
+    with analytics.open_run(path) as run:
+        assert pl.read_parquet(tmp_path / "mapd.parquet").equals(run.mapd(k=5))
+    assert main(["mapd", str(path), "--k", "5000", "--out", str(tmp_path / "x.parquet")]) == 1
 
 
 @pytest.mark.skipif(not gpu_available(), reason="needs FAISS with GPU support and a GPU")
