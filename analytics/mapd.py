@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 TRAJECTORY_QUERY = (
     "SELECT sample_id, epoch, loss FROM epoch_stats WHERE split = $split AND epoch >= $epoch_from "
-    "AND epoch < $epoch_to ORDER BY sample_id, epoch"
+    "AND epoch < $epoch_to {reference_only} ORDER BY sample_id, epoch"
 )
+REFERENCE_ONLY = "AND sample_id IN (SELECT sample_id FROM samples WHERE probe IS NOT NULL AND probe_role = 'reference')"
 
 
 def forward_fill(matrix: np.ndarray) -> np.ndarray:
@@ -48,12 +49,15 @@ def trajectory_blocks(
     split: str,
     epochs: list[int],
     block_rows: int = 1 << 20,
+    reference_only: bool = False,
 ) -> Iterator[tuple[pl.Series, np.ndarray]]:
     """Yield ``(sample_ids, trajectories[n, len(epochs)] float32)`` blocks in ``sample_id`` order, streaming
-    about ``block_rows`` (sample, epoch) rows at a time; a sample is never split across blocks."""
+    about ``block_rows`` (sample, epoch) rows at a time; a sample is never split across blocks.
+    ``reference_only`` reads only the reference probes (the samples table says which)."""
     column_of = {epoch: index for index, epoch in enumerate(epochs)}
     params = {"split": split, "epoch_from": epochs[0], "epoch_to": epochs[-1] + 1}
-    reader = connection.sql(TRAJECTORY_QUERY, params=params).to_arrow_reader(block_rows)
+    query = TRAJECTORY_QUERY.format(reference_only=REFERENCE_ONLY if reference_only else "")
+    reader = connection.sql(query, params=params).to_arrow_reader(block_rows)
     carry: pl.DataFrame | None = None
     for batch in reader:
         frame = pl.from_arrow(batch)

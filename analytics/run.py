@@ -240,15 +240,13 @@ class Run:
                              "'reference' ORDER BY sample_id")
         if suites is not None:
             reference = reference.filter(pl.col("probe").is_in(suites))
-        reference_ids = reference["sample_id"].to_numpy()
-        found = [(ids, matrix) for ids, matrix in trajectory_blocks(self.connection, split=split, epochs=epoch_list)
-                 if np.isin(ids.to_numpy(), reference_ids).any()]
-        ids = pl.concat([f[0] for f in found]) if found else pl.Series("sample_id", [], reference["sample_id"].dtype)
-        keep = np.isin(ids.to_numpy(), reference_ids)
+        blocks = list(trajectory_blocks(self.connection, split=split, epochs=epoch_list, reference_only=True))
+        ids = pl.concat([b[0] for b in blocks]) if blocks else pl.Series("sample_id", [], reference["sample_id"].dtype)
+        keep = np.isin(ids.to_numpy(), reference["sample_id"].to_numpy())  # the suites asked for
         if keep.sum() < k:
             raise ValueError(f"k: expected at most the number of reference probes with records, {keep.sum()}, got {k} "
                              "(register probes with register_samples(..., probe=..., probe_role='reference'))")
-        trajectories = np.concatenate([f[1] for f in found])[keep]
+        trajectories = np.concatenate([b[1] for b in blocks])[keep]
         probe_of = dict(reference.iter_rows())
         labels = np.array([probe_of[i] for i in ids.filter(keep).to_list()])
         return ProbeIndex.build(trajectories, labels, device=device), epoch_list
