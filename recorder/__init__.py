@@ -9,6 +9,7 @@ from ._version import __version__
 from .aum_compat import AUMCalculator, AUMRecord
 from .dataset import DatasetWithIndex
 from .format import FORMAT_VERSION
+from .probes import ProbeSuites
 from .recorder import Recorder
 from .stats import batch_statistics
 from .threshold import threshold_sample_indices, threshold_samples
@@ -18,6 +19,7 @@ __all__ = [
     "AUMCalculator",
     "AUMRecord",
     "DatasetWithIndex",
+    "ProbeSuites",
     "Recorder",
     "__version__",
     "batch_statistics",
