@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = run_command("score", "every score per sample in one table")
     score_options(score)
+    score.add_argument("--no-mapd", action="store_true", help="leave out the MAP-D columns of a run with probes")
     score.add_argument("--out", type=Path, required=True, help="scores.parquet (or .csv, .json)")
 
     export = run_command("export", "aum-compatible CSV, flagged index list or sample weights")
@@ -77,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     mapd.add_argument("--upto-epoch", type=int, default=None, help="use epochs up to this one (online variant)")
     mapd.add_argument("--split", default="train", help="split (default train)")
     mapd.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="FAISS device")
-    mapd.add_argument("--out", type=Path, required=True, help="mapd.parquet (or .csv, .json)")
+    mapd.add_argument("--out", type=Path, help="suite probabilities per sample: mapd.parquet (or .csv, .json)")
+    mapd.add_argument("--corrected-labels", type=Path, metavar="FILE",
+                      help="soft labels p_clean*onehot(label) + p_noisy*onehot(prediction), .parquet or .json")
+    mapd.add_argument("--priority", type=Path, metavar="FILE", help="training priority (p_clean + 1 - p_target)/2")
 
     demo = commands.add_parser("demo", help="train on noisy digits, record every epoch, rank samples by AUM")
     demo.add_argument("--out", type=Path, default=None, help="output folder (default: a fresh ./tdlog-demo/DATE)")
@@ -132,7 +136,8 @@ def _score(args: argparse.Namespace) -> None:
     from .export import write_frame
 
     with _open(args) as run:
-        scores = run.scores(epochs=args.epochs, split=args.split, percentile=args.percentile)
+        scores = run.scores(epochs=args.epochs, split=args.split, percentile=args.percentile,
+                            mapd=False if args.no_mapd else None)
     written = write_frame(scores, args.out, argument="--out")
     print(f"wrote {scores.height} samples x {scores.width} columns to {written}")
 
@@ -163,11 +168,20 @@ def _export(args: argparse.Namespace) -> None:
 def _mapd(args: argparse.Namespace) -> None:
     from .export import write_frame
 
+    outputs = {"--out": args.out, "--corrected-labels": args.corrected_labels, "--priority": args.priority}
+    if not any(outputs.values()):
+        raise ValueError("--out, --corrected-labels, --priority: expected at least one output file, got none")
+    options = {"k": args.k, "epochs": args.epochs, "split": args.split, "device": args.device}
     with _open(args) as run:
-        frame = run.mapd(k=args.k, epochs=args.epochs, upto_epoch=args.upto_epoch, split=args.split,
-                         device=args.device)
-    written = write_frame(frame, args.out, argument="--out")
-    print(f"wrote {frame.height} samples to {written}")
+        frames = {
+            "--out": lambda: run.mapd(upto_epoch=args.upto_epoch, **options),
+            "--corrected-labels": lambda: run.corrected_labels(**options),
+            "--priority": lambda: run.training_priority(**options),
+        }
+        for argument, path in outputs.items():
+            if path is not None:
+                frame = frames[argument]()
+                print(f"wrote {frame.height} samples to {write_frame(frame, path, argument=argument)}")
 
 
 def _demo(args: argparse.Namespace) -> None:

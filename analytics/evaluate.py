@@ -13,6 +13,7 @@ METHODS: dict[str, tuple[pl.Expr, str | None]] = {
     "data_map_confidence": (-pl.col("confidence"), None),
     "forgetting": (pl.col("forgetting_events").fill_null(np.iinfo(np.int32).max), None),
     "el2n": (pl.col("el2n"), None),
+    "mapd": (pl.col("p_random_labels"), "mapd_flagged"),
 }
 
 
@@ -20,7 +21,8 @@ def evaluate_scores(scores: pl.DataFrame) -> pl.DataFrame:
     """Precision, recall, F1 and AUROC of "mislabeled" (``label != true_label``) per method.
 
     Only real samples count (not threshold samples, not probes, ``true_label`` known). A method with its
-    own decision (AUM below the threshold cutoff, GMM posterior > 0.5) is scored on it; a ranking-only
+    own decision (AUM below the threshold cutoff, GMM posterior > 0.5, MAP-D assignment to
+    ``random_labels``) is scored on it; a ranking-only
     method flags its ``n`` most suspicious samples, ``n`` = the AUL-GMM noise estimate times the number of
     samples (the share of rows with ``gmm_flagged``). AUROC uses the suspicion score (never-learned
     samples count as the most forgotten). Methods whose columns are missing are left out.

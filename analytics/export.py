@@ -17,6 +17,9 @@ def write_frame(frame: pl.DataFrame, path: str | os.PathLike, *, argument: str =
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"{argument}: expected a file name ending in one of {FORMATS}, got {str(path)!r}")
+    nested = [name for name, dtype in frame.schema.items() if dtype.is_nested()]
+    if suffix == ".csv" and nested:
+        raise ValueError(f"{argument}: CSV cannot hold the list columns {nested}; write .parquet or .json")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".parquet":
         frame.write_parquet(path)

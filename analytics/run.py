@@ -17,7 +17,7 @@ import polars as pl
 from recorder.format import MANIFEST, RECORDS_DIR, SAMPLES_DIR, read_json
 from recorder.manifest import check_manifest
 
-from . import queries
+from . import correction, queries
 from .evaluate import evaluate_scores
 from .gmm import DEFAULT_FIT_SAMPLE, GMMResult, fit_gmm
 from .mapd import ProbeIndex, trajectory_blocks
@@ -169,13 +169,17 @@ class Run:
         el2n_epochs: range | None = None,
         percentile: float = 99,
         seed: int = 0,
+        mapd: bool | None = None,
+        mapd_k: int = 20,
     ) -> pl.DataFrame:
         """Every score per sample in one table, joined with the samples table, by ``sample_id``:
         ``aum, aul, confidence, variability, correctness, el2n, never_learned, forgetting_events,
         first_learned_epoch, learned_for_good_epoch, epochs``; ``aum_flagged`` (AUM below the threshold
         cutoff, when the run has threshold samples); ``p_mislabeled, gmm_flagged, weight`` (AUL GMM over the
-        real samples). Definitions as in :meth:`aum`, :meth:`aul`, :meth:`data_map`, :meth:`el2n`,
-        :meth:`forgetting`, :meth:`threshold_cutoff` and :meth:`gmm`."""
+        real samples); with ``mapd`` (default: when the run has reference probes) the :meth:`mapd` columns
+        ``p_<suite>, mapd_suite`` (``k = mapd_k``) and ``mapd_flagged`` (assigned to ``random_labels``).
+        Definitions as in :meth:`aum`, :meth:`aul`, :meth:`data_map`, :meth:`el2n`, :meth:`forgetting`,
+        :meth:`threshold_cutoff` and :meth:`gmm`."""
         table = self._score_table(epochs, split, el2n_epochs)
         if table.height and table["is_threshold"].any():
             cutoff = self.threshold_cutoff(percentile=percentile, epochs=epochs, split=split)
@@ -186,6 +190,11 @@ class Run:
                 "sample_id", "p_mislabeled", pl.col("flagged").alias("gmm_flagged"), "weight"
             )
             table = table.join(fitted, on="sample_id", how="left").sort("sample_id")
+        if mapd or (mapd is None and self._probe_suites()):
+            table = table.join(self.mapd(k=mapd_k, epochs=epochs, split=split), on="sample_id", how="left")
+            if "p_random_labels" in table.columns:
+                table = table.with_columns(mapd_flagged=pl.col("mapd_suite") == "random_labels")
+            table = table.sort("sample_id")
         return table
 
     def _score_table(self, epochs: range | None, split: str, el2n_epochs: range | None = None) -> pl.DataFrame:
@@ -263,6 +272,44 @@ class Run:
         table = table.with_columns(pl.col(counts).fill_null(0))
         own = pl.sum_horizontal([pl.when(pl.col("probe") == c).then(pl.col(c)).otherwise(0) for c in counts])
         return table.with_columns(accuracy=own / pl.sum_horizontal(counts)).sort("probe")
+
+    def corrected_labels(self, *, k: int = 20, clean_suite: str = "clean", noisy_suite: str = "random_labels",
+                         epochs: range | None = None, split: str = "train", device: str = "auto") -> pl.DataFrame:
+        """MAP-D label correction (eq. 8): ``soft_label = p_clean * onehot(label) + p_noisy * onehot(predicted)``
+        per sample, where ``p_clean`` = share of ``clean_suite`` among the ``k`` nearest probes of the two
+        suites ``clean_suite`` and ``noisy_suite`` (``p_noisy = 1 - p_clean``) and ``predicted`` = the most
+        frequent prediction in the sample's last recorded epoch. Columns ``sample_id, label, predicted,
+        p_clean, p_noisy, soft_label, corrected_label``; see :func:`analytics.correction.soft_labels`."""
+        votes = self._clean_votes(k, clean_suite, noisy_suite, epochs, split, device)
+        return correction.soft_labels(votes, self.num_classes).select(
+            "sample_id", "label", "predicted", "p_clean", "p_noisy", "soft_label", "corrected_label")
+
+    def training_priority(self, *, k: int = 20, clean_suite: str = "clean", noisy_suite: str = "random_labels",
+                          epochs: range | None = None, split: str = "train", device: str = "auto") -> pl.DataFrame:
+        """MAP-D training priority (eq. 9): ``priority = (p_clean + (1 - p_target)) / 2``, ``p_clean`` as in
+        :meth:`corrected_labels`, ``p_target`` the mean target probability in the sample's last recorded
+        epoch. Columns ``sample_id, p_clean, p_target, priority``, highest priority first."""
+        votes = self._clean_votes(k, clean_suite, noisy_suite, epochs, split, device)
+        return correction.training_priority(votes.select("sample_id", "p_clean", "p_target"))
+
+    def _clean_votes(self, k, clean_suite, noisy_suite, epochs, split, device) -> pl.DataFrame:
+        """``sample_id, label, predicted, p_target, p_clean`` of every real sample (not threshold, not probe)."""
+        votes = self.mapd(k=k, suites=[clean_suite, noisy_suite], epochs=epochs, split=split, device=device)
+        for suite in (clean_suite, noisy_suite):
+            if f"p_{suite}" not in votes.columns:
+                raise ValueError(f"{'clean_suite' if suite == clean_suite else 'noisy_suite'}: no reference probes "
+                                 f"of suite {suite!r} with records; suites with probes: {self._probe_suites()}")
+        lower, upper = self._bounds(epochs)
+        last = self.query("last_epoch", split=split, epoch_from=lower, epoch_to=upper)
+        real = self.sql("SELECT sample_id, label FROM samples WHERE NOT is_threshold AND probe IS NULL")
+        return (real.join(last.select("sample_id", "predicted", "p_target"), on="sample_id")
+                .join(votes.select("sample_id", pl.col(f"p_{clean_suite}").alias("p_clean")), on="sample_id")
+                .sort("sample_id"))
+
+    def _probe_suites(self) -> list[str]:
+        frame = self.sql("SELECT DISTINCT probe FROM samples WHERE probe IS NOT NULL AND probe_role = 'reference' "
+                         "ORDER BY probe")
+        return frame["probe"].to_list()
 
     def info(self) -> dict[str, Any]:
         """Summary of the run: samples, epochs per split, attempts, ranks, non-finite rows, size on disk."""

@@ -28,6 +28,7 @@ def write_probe_run(path) -> dict[int, np.ndarray]:
     suite_of = dict(zip(np.concatenate([np.arange(REAL), probe_ids]).tolist(),
                         np.concatenate([real_suite, probe_suite]).tolist(), strict=True))
     logged: dict[int, list] = {i: [[] for _ in range(EPOCHS)] for i in suite_of}
+    last_logits: dict[int, np.ndarray] = {}
     with Recorder(path, num_classes=3) as rec:
         rec.register_samples(torch.arange(REAL), torch.zeros(REAL, dtype=torch.long))
         rec.register_samples(torch.from_numpy(probe_ids), torch.zeros(len(probe_ids), dtype=torch.long),
@@ -36,8 +37,10 @@ def write_probe_run(path) -> dict[int, np.ndarray]:
             ids = [i for i in suite_of if not (i == 3 and epoch == 2)] + ([5] if epoch == 1 else [])
             start, slope = np.array([SUITE_LEVELS[suite_of[i]] for i in ids]).T
             loss = np.maximum(start + slope * epoch / EPOCHS + rng.normal(0, 0.15, len(ids)), 0.0)
-            rec.log(torch.tensor(ids), torch.randn(len(ids), 3), torch.zeros(len(ids), dtype=torch.long),
+            logits = torch.randn(len(ids), 3)
+            rec.log(torch.tensor(ids), logits, torch.zeros(len(ids), dtype=torch.long),
                     loss=torch.tensor(loss, dtype=torch.float32), epoch=epoch)
+            last_logits.update(zip(ids, logits.numpy().astype(np.float64), strict=True))
             for i, value in zip(ids, loss.astype(np.float32), strict=True):
                 logged[i][epoch].append(value)
     trajectories = {}
@@ -47,7 +50,8 @@ def write_probe_run(path) -> dict[int, np.ndarray]:
             if np.isnan(row[e]):
                 row[e] = row[e - 1]
         trajectories[i] = row
-    return trajectories | {"_suite_of": suite_of, "_role": dict(zip(probe_ids.tolist(), role.tolist(), strict=True))}
+    return trajectories | {"_suite_of": suite_of, "_role": dict(zip(probe_ids.tolist(), role.tolist(), strict=True)),
+                           "_last_logits": last_logits}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +74,43 @@ def test_votes_match_brute_force_knn(probe_run) -> None:
         votes = {s: np.mean([suite_of[reference[n]] == s for n in nearest]) for s in SUITE_LEVELS}
         assert [row[f"p_{s}"] for s in SUITE_LEVELS] == pytest.approx(list(votes.values()))
         assert row["mapd_suite"] == max(SUITE_LEVELS, key=lambda s: (votes[s], -list(SUITE_LEVELS).index(s)))
+
+
+def test_corrected_labels_and_priority_match_numpy(probe_run) -> None:
+    path, logged = probe_run
+    suite_of, role = logged["_suite_of"], logged["_role"]
+    reference = sorted(i for i, r in role.items() if r == "reference" and suite_of[i] in ("clean", "random_labels"))
+    probes = np.stack([logged[i] for i in reference])
+    with analytics.open_run(path) as run:
+        corrected = run.corrected_labels(k=5, device="cpu")
+        priority = run.training_priority(k=5, device="cpu")
+    assert corrected["sample_id"].to_list() == list(range(REAL))  # real samples only
+    assert priority["priority"].is_sorted(descending=True)
+    priority_of = {row["sample_id"]: row for row in priority.iter_rows(named=True)}
+    for row in corrected.iter_rows(named=True):
+        i = row["sample_id"]
+        nearest = np.argsort(((probes - logged[i]) ** 2).sum(1), kind="stable")[:5]
+        p_clean = np.mean([suite_of[reference[n]] == "clean" for n in nearest])
+        logits = logged["_last_logits"][i]
+        predicted = int(np.argmax(logits))
+        expected = np.zeros(3)
+        expected[0] += p_clean  # every observed label is 0
+        expected[predicted] += 1 - p_clean
+        assert row["predicted"] == predicted
+        assert (row["p_clean"], row["p_noisy"]) == (pytest.approx(p_clean), pytest.approx(1 - p_clean))
+        np.testing.assert_allclose(row["soft_label"], expected, rtol=0, atol=1e-12)
+        assert row["corrected_label"] == (0 if p_clean >= 0.5 else predicted)
+        p_target = np.exp(logits[0]) / np.exp(logits).sum()
+        # p_target comes from the recorder's float32 softmax: float32 rounding, relative 1e-6
+        assert priority_of[i]["p_target"] == pytest.approx(p_target, rel=1e-6)
+        assert priority_of[i]["priority"] == pytest.approx((p_clean + 1 - p_target) / 2, rel=1e-6)
+
+
+def test_corrected_labels_need_both_suites(probe_run) -> None:
+    path, _ = probe_run
+    with analytics.open_run(path) as run, pytest.raises(ValueError, match="noisy_suite: no reference probes of suite "
+                                                        "'mislabeled' with records; suites with probes: "):
+        run.corrected_labels(k=5, noisy_suite="mislabeled")
 
 
 def test_streaming_blocks_give_the_same_answer(probe_run) -> None:
@@ -117,6 +158,28 @@ def test_cli_mapd_writes_the_api_result(probe_run, tmp_path) -> None:
     with analytics.open_run(path) as run:
         assert pl.read_parquet(tmp_path / "mapd.parquet").equals(run.mapd(k=5))
     assert main(["mapd", str(path), "--k", "5000", "--out", str(tmp_path / "x.parquet")]) == 1
+
+
+def test_cli_mapd_corrected_labels_priority_and_score_columns(probe_run, tmp_path, capsys) -> None:
+    path, _ = probe_run
+    corrected, priority, scores = tmp_path / "soft.parquet", tmp_path / "priority.csv", tmp_path / "scores.parquet"
+    assert main(["mapd", str(path), "--k", "5", "--corrected-labels", str(corrected), "--priority", str(priority)]) == 0
+    assert main(["score", str(path), "--out", str(scores)]) == 0
+    with analytics.open_run(path) as run:
+        assert pl.read_parquet(corrected).equals(run.corrected_labels(k=5))
+        assert pl.read_csv(priority).equals(run.training_priority(k=5))
+        expected = run.mapd(k=20)
+    written = pl.read_parquet(scores)
+    joined = written.select(expected.columns).join(expected, on="sample_id", suffix="_api")
+    assert joined.height == expected.height and (joined["mapd_suite"] == joined["mapd_suite_api"]).all()
+    assert (written["mapd_flagged"] == (written["mapd_suite"] == "random_labels")).all()
+    assert main(["score", str(path), "--no-mapd", "--out", str(scores)]) == 0
+    assert "mapd_suite" not in pl.read_parquet(scores).columns
+    capsys.readouterr()
+    assert main(["mapd", str(path), "--k", "5", "--corrected-labels", str(tmp_path / "soft.csv")]) == 1
+    assert "--corrected-labels: CSV cannot hold the list columns ['soft_label']" in capsys.readouterr().err
+    assert main(["mapd", str(path)]) == 1
+    assert "expected at least one output file, got none" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not gpu_available(), reason="needs FAISS with GPU support and a GPU")
