@@ -1,4 +1,6 @@
-"""The ``tdlog`` command line: info, sql, score, export, mapd, demo. Errors are one line on stderr, exit code 1."""
+"""The ``tdlog`` command line: info, sql, score, export, mapd, report, demo.
+
+Errors are one line on stderr, exit code 1."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+
+from .digits import NOISE_MODELS
 
 
 def _epoch_range(text: str) -> range:
@@ -83,11 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="soft labels p_clean*onehot(label) + p_noisy*onehot(prediction), .parquet or .json")
     mapd.add_argument("--priority", type=Path, metavar="FILE", help="training priority (p_clean + 1 - p_target)/2")
 
-    demo = commands.add_parser("demo", help="train on noisy digits, record every epoch, rank samples by AUM")
+    report = run_command("report", "self-contained HTML report: score plots, MAP-D, gallery of suspicious samples")
+    report.add_argument("--out", type=Path, default=None, help="report file (default RUN/report.html)")
+    report.add_argument("--split", default="train", help="split (default train)")
+    report.add_argument("--gallery", type=int, default=32, help="suspicious samples shown (default 32)")
+
+    demo = commands.add_parser("demo", help="noisy digits end to end: record, detect, compare, retrain, report")
     demo.add_argument("--out", type=Path, default=None, help="output folder (default: a fresh ./tdlog-demo/DATE)")
     demo.add_argument("--noise-rate", type=float, default=0.2, help="share of labels flipped (default 0.2)")
-    demo.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of noise, initialisation and batches")
+    demo.add_argument("--noise-model", choices=NOISE_MODELS, default="uniform",
+                      help="uniform: any other class; pairflip: the next class (default uniform)")
+    demo.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of split, noise, probes, initialisation and batches")
+    demo.add_argument("--probes-per-suite", type=int, default=50, help="MAP-D probes per suite (default 50)")
+    demo.add_argument("--cv-folds", type=int, default=3, help="cross-validation folds for cleanlab (default 3)")
+    demo.add_argument("--no-retrain", action="store_true", help="skip the four retrainings")
     return parser
 
 
@@ -184,15 +198,31 @@ def _mapd(args: argparse.Namespace) -> None:
                 print(f"wrote {frame.height} samples to {write_frame(frame, path, argument=argument)}")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    with _open(args) as run:
+        written = write_report(run, args.out or args.run / "report.html", split=args.split, gallery_size=args.gallery)
+    print(f"wrote {written}")
+
+
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from .demo import DemoConfig, run_demo
 
     if not 0.0 <= args.noise_rate < 0.9:
         raise ValueError(f"--noise-rate: expected a value in [0, 0.9), got {args.noise_rate}")
-    run_demo(args.out, noise_rate=args.noise_rate, epochs=args.epochs, seed=args.seed, progress=sys.stderr.isatty())
+    for name in ("epochs", "probes_per_suite"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: expected a positive number, got {getattr(args, name)}")
+    if args.cv_folds < 2:
+        raise ValueError(f"--cv-folds: expected at least 2, got {args.cv_folds}")
+    config = DemoConfig(noise_rate=args.noise_rate, noise_model=args.noise_model, epochs=args.epochs, seed=args.seed,
+                        probes_per_suite=args.probes_per_suite, cv_folds=args.cv_folds, progress=sys.stderr.isatty())
+    run_demo(args.out, config, retrain=not args.no_retrain)
 
 
-COMMANDS = {"info": _info, "sql": _sql, "score": _score, "export": _export, "mapd": _mapd, "demo": _demo}
+COMMANDS = {"info": _info, "sql": _sql, "score": _score, "export": _export, "mapd": _mapd, "report": _report,
+            "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,11 +43,17 @@ def evaluate_scores(scores: pl.DataFrame) -> pl.DataFrame:
         else:
             flagged = np.zeros(len(score), dtype=bool)
             flagged[np.argsort(-score, kind="stable")[:estimated]] = True
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            truth, flagged, average="binary", zero_division=0.0
-        )
-        auroc = roc_auc_score(truth, score) if 0 < truth.sum() < len(truth) else float("nan")
-        rows.append((method, float(precision), float(recall), float(f1), float(auroc), int(flagged.sum())))
-    return pl.DataFrame(
-        rows, schema=["method", "precision", "recall", "f1", "auroc", "flagged"], orient="row"
-    )
+        rows.append((method, *detection_metrics(truth, flagged, score)))
+    return pl.DataFrame(rows, schema=COLUMNS, orient="row")
+
+
+COLUMNS = ["method", "precision", "recall", "f1", "auroc", "flagged"]
+
+
+def detection_metrics(truth: np.ndarray, flagged: np.ndarray, suspicion: np.ndarray) -> tuple[float, float, float,
+                                                                                               float, int]:
+    """``(precision, recall, F1, AUROC, flagged count)`` of boolean ``flagged`` against boolean ``truth``;
+    AUROC ranks by ``suspicion`` (NaN when ``truth`` holds a single class)."""
+    precision, recall, f1, _ = precision_recall_fscore_support(truth, flagged, average="binary", zero_division=0.0)
+    auroc = roc_auc_score(truth, suspicion) if 0 < truth.sum() < len(truth) else float("nan")
+    return float(precision), float(recall), float(f1), float(auroc), int(flagged.sum())

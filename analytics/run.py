@@ -269,7 +269,8 @@ class Run:
         joined = heldout.join(assigned.select("sample_id", "mapd_suite"), on="sample_id", how="inner")
         table = joined.pivot(on="mapd_suite", index="probe", values="sample_id", aggregate_function="len")
         counts = [c for c in table.columns if c != "probe"]
-        table = table.with_columns(pl.col(counts).fill_null(0))
+        counts = sorted(counts)
+        table = table.select("probe", *counts).with_columns(pl.col(counts).fill_null(0))
         own = pl.sum_horizontal([pl.when(pl.col("probe") == c).then(pl.col(c)).otherwise(0) for c in counts])
         return table.with_columns(accuracy=own / pl.sum_horizontal(counts)).sort("probe")
 
