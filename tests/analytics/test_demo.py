@@ -1,0 +1,135 @@
+"""`tdlog demo` end to end on the bundled digits (default settings), `tdlog report`, noise models, errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+
+import analytics
+from analytics.cli import main
+from analytics.demo import DemoConfig, run_demo
+from analytics.digits import inject_noise
+
+PLOTS = ("AUM histogram", "AUL histogram", "data map", "forgetting histogram", "MAP-D loss trajectories",
+         "MAP-D confusion matrix", "gallery")
+
+
+def embedded_images(page: str) -> list[str]:
+    return re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', page)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The README's demo: default settings (20 % uniform noise, 40 epochs, seed 0)."""
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out)]) == 0
+    return out
+
+
+def printed_table(text: str) -> dict[str, list[float]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("│").split("┆")]
+        if len(cells) == 7 and cells[0] and cells[0] != "method":
+            rows[cells[0]] = [float(c) for c in cells[1:]]
+    return rows
+
+
+def test_uniform_and_pairflip_noise() -> None:
+    labels = np.arange(1000) % 10
+    uniform = inject_noise(labels, 0.2, model="uniform", seed=1)
+    flipped = uniform != labels
+    assert int(flipped.sum()) == 200
+    assert len(np.unique((uniform[flipped] - labels[flipped]) % 10)) == 9  # every other class drawn
+    np.testing.assert_array_equal(uniform, inject_noise(labels, 0.2, model="uniform", seed=1))
+    pairflip = inject_noise(labels, 0.3, model="pairflip", seed=1)
+    moved = pairflip != labels
+    assert int(moved.sum()) == 300 and ((pairflip[moved] - labels[moved]) % 10 == 1).all()
+    with pytest.raises(ValueError, match="noise_model: expected one of"):
+        inject_noise(labels, 0.2, model="symmetric")
+    with pytest.raises(ValueError, match=r"noise_rate: expected a value in \[0, 1\), got 1.5"):
+        inject_noise(labels, 1.5)
+
+
+def test_aum_and_aul_reach_f1_08_and_the_run_reproduces_the_table(demo) -> None:
+    with analytics.open_run(demo / "run") as run:
+        table = run.evaluate()
+        truth = run.sql("SELECT avg(CASE WHEN label <> true_label THEN 1.0 ELSE 0.0 END) AS rate, count(*) AS n "
+                        "FROM samples WHERE probe IS NULL")
+    f1 = dict(zip(table["method"], table["f1"], strict=True))
+    assert f1["aum_threshold"] >= 0.8 and f1["aul_gmm"] >= 0.8
+    assert set(f1) == {"aum_threshold", "aul_gmm", "data_map_confidence", "forgetting", "el2n", "mapd"}
+    assert truth["n"][0] == 1437 and truth["rate"][0] == pytest.approx(0.2, abs=1e-3)
+
+
+def test_report_holds_every_method_cleanlab_and_retraining(demo) -> None:
+    with analytics.open_run(demo / "run") as run:
+        expected = run.evaluate()
+    html = (demo / "report.html").read_text()
+    for method in (*expected["method"], "cleanlab"):
+        assert f"<td>{method}</td>" in html
+    for row in expected.iter_rows():
+        assert "<td>" + "</td><td>".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) in html
+    accuracies = dict(re.findall(r"<tr><td>([a-z]+)[^<]*</td><td>\d+</td><td>([0-9.]+)</td></tr>", html))
+    assert set(accuracies) == {"standard", "cleaned", "reweighted", "oracle"}
+    standard = float(accuracies["standard"])
+    assert float(accuracies["cleaned"]) > standard and float(accuracies["reweighted"]) > standard
+    assert float(accuracies["oracle"]) > standard
+
+
+def test_report_embeds_every_plot_and_needs_no_network(demo, tmp_path) -> None:
+    page = (demo / "report.html").read_text()
+    assert embedded_images(page) == list(PLOTS)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert main(["report", str(demo / "run"), "--out", str(tmp_path / "again.html"), "--gallery", "8"]) == 0
+    again = (tmp_path / "again.html").read_text()
+    assert embedded_images(again) == list(PLOTS)
+    assert again.count("<tr><td>") - again.count("<tr><td>random_") > 8  # the 8-row listing and the tables
+
+
+def test_mapd_on_the_digits_run_is_far_above_chance(demo) -> None:
+    with analytics.open_run(demo / "run") as run:
+        confusion = run.mapd_accuracy()
+    counts = confusion.select(pl.exclude("probe", "accuracy")).to_numpy()
+    overall = np.trace(counts) / counts.sum()
+    assert confusion["probe"].to_list() == ["clean", "corrupted", "random_inputs", "random_labels"]
+    assert overall > 0.5  # chance: 0.25 with four suites
+    by_suite = dict(zip(confusion["probe"], confusion["accuracy"], strict=True))
+    assert by_suite["random_labels"] >= 0.8 and by_suite["random_inputs"] >= 0.8
+
+
+def test_same_seed_same_numbers(tmp_path, capsys) -> None:
+    config = DemoConfig(epochs=3, probes_per_suite=20, cv_folds=2, seed=5)
+    first = run_demo(tmp_path / "a", config, retrain=False)
+    second = run_demo(tmp_path / "b", config, retrain=False)
+    assert first.detection.equals(second.detection)
+    printed = printed_table(capsys.readouterr().out)
+    for method, *values in first.detection.iter_rows():
+        assert printed[method][:3] == pytest.approx(values[:3], abs=5e-4)  # printed with 3 decimals
+
+
+def test_library_never_imports_cleanlab(demo) -> None:
+    code = ("import sys, analytics, analytics.cli, analytics.report, recorder\n"
+            f"run = analytics.open_run({str(demo / 'run')!r})\nrun.scores()\n"
+            "assert 'cleanlab' not in sys.modules, 'cleanlab imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path) -> None:
+    (tmp_path / "demo" / "run").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-m", "analytics.cli", "demo", "--out", str(tmp_path / "demo")],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("tdlog demo: error: --out:") and "Traceback" not in result.stderr
+    for options, message in ((["--noise-rate", "2"], "--noise-rate: expected a value in [0, 0.9), got 2.0"),
+                             (["--cv-folds", "1"], "--cv-folds: expected at least 2, got 1"),
+                             (["--epochs", "0"], "--epochs: expected a positive number, got 0")):
+        result = subprocess.run([sys.executable, "-m", "analytics.cli", "demo", *options],
+                                capture_output=True, text=True)
+        assert result.returncode == 1 and message in result.stderr
