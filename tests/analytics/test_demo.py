@@ -110,7 +110,7 @@ def test_same_seed_same_numbers(tmp_path, capsys) -> None:
     assert first.detection.equals(second.detection)
     printed = printed_table(capsys.readouterr().out)
     for method, *values in first.detection.iter_rows():
-        assert printed[method][:3] == pytest.approx(values[:3], abs=5e-4)  # printed with 3 decimals
+        assert printed[method][:3] == pytest.approx(values[:3], abs=5.01e-4)  # printed with 3 decimals (ties)
 
 
 def test_library_never_imports_cleanlab(demo) -> None:
