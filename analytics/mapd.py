@@ -21,9 +21,9 @@ import polars as pl
 if TYPE_CHECKING:
     import duckdb
 
-TRAJECTORY_QUERY = (
-    "SELECT sample_id, epoch, loss FROM epoch_stats WHERE split = $split AND epoch >= $epoch_from "
-    "AND epoch < $epoch_to {reference_only} ORDER BY sample_id, epoch"
+TRAJECTORY_QUERY = (  # raw observations grouped by sample; the per-epoch means are taken in NumPy per block
+    "SELECT sample_id, epoch, loss FROM records WHERE split = $split AND epoch >= $epoch_from "
+    "AND epoch < $epoch_to {reference_only} ORDER BY sample_id"
 )
 REFERENCE_ONLY = "AND sample_id IN (SELECT sample_id FROM samples WHERE probe IS NOT NULL AND probe_role = 'reference')"
 
@@ -52,32 +52,48 @@ def trajectory_blocks(
     reference_only: bool = False,
 ) -> Iterator[tuple[pl.Series, np.ndarray]]:
     """Yield ``(sample_ids, trajectories[n, len(epochs)] float32)`` blocks in ``sample_id`` order, streaming
-    about ``block_rows`` (sample, epoch) rows at a time; a sample is never split across blocks.
-    ``reference_only`` reads only the reference probes (the samples table says which)."""
-    column_of = {epoch: index for index, epoch in enumerate(epochs)}
+    about ``block_rows`` observations at a time; a sample is never split across blocks, so the mean of its
+    observations in each epoch is taken within one block. ``reference_only`` reads only the reference
+    probes (the samples table says which)."""
+    epoch_values = np.asarray(epochs, dtype=np.int64)
     params = {"split": split, "epoch_from": epochs[0], "epoch_to": epochs[-1] + 1}
     query = TRAJECTORY_QUERY.format(reference_only=REFERENCE_ONLY if reference_only else "")
-    reader = connection.sql(query, params=params).to_arrow_reader(block_rows)
-    carry: pl.DataFrame | None = None
-    for batch in reader:
-        frame = pl.from_arrow(batch)
+    carry: list[np.ndarray] | None = None
+    for batch in connection.sql(query, params=params).to_arrow_reader(block_rows):
+        columns = [batch.column(i).to_numpy(zero_copy_only=False) for i in range(3)]
         if carry is not None:
-            frame = pl.concat([carry, frame])
-        last_id = frame["sample_id"][-1]
-        carry = frame.filter(pl.col("sample_id") == last_id)
-        complete = frame.filter(pl.col("sample_id") != last_id)
-        if complete.height:
-            yield _to_matrix(complete, column_of, len(epochs))
-    if carry is not None and carry.height:
-        yield _to_matrix(carry, column_of, len(epochs))
+            columns = [np.concatenate([old, new]) for old, new in zip(carry, columns, strict=True)]
+        if not len(columns[0]):
+            continue
+        tail = _last_sample_start(columns[0])
+        carry = [c[tail:] for c in columns]
+        if tail:
+            yield _to_matrix(*(c[:tail] for c in columns), epoch_values)
+    if carry is not None and len(carry[0]):
+        yield _to_matrix(*carry, epoch_values)
 
 
-def _to_matrix(frame: pl.DataFrame, column_of: dict[int, int], width: int) -> tuple[pl.Series, np.ndarray]:
-    ids, row = np.unique(frame["sample_id"].to_numpy(), return_inverse=True)
-    matrix = np.full((len(ids), width), np.nan, dtype=np.float32)
-    columns = frame["epoch"].replace_strict(column_of, return_dtype=pl.Int64).to_numpy()
-    matrix[row, columns] = frame["loss"].to_numpy()
-    return pl.Series("sample_id", ids), forward_fill(matrix)
+def _last_sample_start(ids: np.ndarray) -> int:
+    """Index of the first row of the last sample in ``ids`` (rows grouped by sample)."""
+    other = np.flatnonzero(ids != ids[-1])
+    return int(other[-1]) + 1 if other.size else 0
+
+
+def _to_matrix(ids: np.ndarray, epochs: np.ndarray, losses: np.ndarray,
+               epoch_values: np.ndarray) -> tuple[pl.Series, np.ndarray]:
+    """Per-epoch mean loss of each sample (rows grouped by sample), forward-filled."""
+    new_sample = np.empty(len(ids), dtype=bool)
+    new_sample[0] = True
+    np.not_equal(ids[1:], ids[:-1], out=new_sample[1:])
+    row = np.cumsum(new_sample) - 1
+    width = len(epoch_values)
+    cells = row * width + np.searchsorted(epoch_values, epochs)
+    size = (int(row[-1]) + 1) * width
+    sums = np.bincount(cells, weights=losses, minlength=size)
+    counts = np.bincount(cells, minlength=size)
+    means = np.full(size, np.nan, dtype=np.float32)
+    np.divide(sums, counts, out=means, where=counts > 0, casting="unsafe")
+    return pl.Series("sample_id", ids[new_sample]), forward_fill(means.reshape(-1, width))
 
 
 @dataclass
@@ -109,10 +125,8 @@ class ProbeIndex:
     def vote(self, trajectories: np.ndarray, k: int) -> np.ndarray:
         """``[n, len(suites)]`` share of each suite among the ``k`` nearest probes of every row."""
         _, neighbours = self.index.search(np.ascontiguousarray(trajectories, dtype=np.float32), k)
-        votes = np.zeros((len(trajectories), len(self.suites)), dtype=np.float64)
-        rows = np.repeat(np.arange(len(trajectories)), k)
-        np.add.at(votes, (rows, self.suite_of_neighbour[neighbours.reshape(-1)]), 1.0)
-        return votes / k
+        suite = self.suite_of_neighbour[neighbours]
+        return np.stack([(suite == j).sum(1) for j in range(len(self.suites))], axis=1) / k
 
 
 def gpu_available() -> bool:

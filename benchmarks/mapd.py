@@ -107,6 +107,7 @@ def main() -> None:
     if args.run is None:
         scratch = Path(tempfile.mkdtemp(prefix="tdlog-mapd-"))
         args.run = scratch / "run"
+    args.run.parent.mkdir(parents=True, exist_ok=True)
     matrix_file = args.run.parent / f"{args.run.name}-trajectories.npy"
     try:
         write_seconds = None
