@@ -133,3 +133,12 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path) -> None:
         result = subprocess.run([sys.executable, "-m", "analytics.cli", "demo", *options],
                                 capture_output=True, text=True)
         assert result.returncode == 1 and message in result.stderr
+
+
+def test_report_of_a_run_without_threshold_samples_probes_or_images(small_run, tmp_path) -> None:
+    path, _ = small_run
+    assert main(["report", str(path)]) == 0
+    page = (path / "report.html").read_text()
+    assert embedded_images(page) == ["AUM histogram", "AUL histogram", "data map", "forgetting histogram"]
+    assert "No images registered" in page and "MAP-D" not in page
+    assert main(["report", str(tmp_path / "missing")]) == 1
