@@ -115,7 +115,8 @@ class ProbeSuites(Dataset):
 
     def register(self, recorder: Any, **columns: Any) -> None:
         """Register the probes in ``recorder``'s samples table: id, training label, ``probe`` = suite,
-        ``probe_role``; ``columns`` adds user columns (one value per probe)."""
+        ``probe_role`` and ``source_index`` (the index in ``dataset``, or in ``ood``, that the probe was
+        made from); ``columns`` adds user columns (one value per probe)."""
         recorder.register_samples(self.probe_ids, self.label, probe=self.suite.tolist(),
                                   probe_role=self.role.tolist(), source_index=self.source, **columns)
 

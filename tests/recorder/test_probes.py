@@ -135,3 +135,16 @@ def test_register_writes_suite_and_role(tmp_path, dataset):
         for role, n in (("heldout", 3), ("reference", 7))
     ]
     assert min(lo for *_, lo, _ in rows) == 300 and max(hi for *_, hi in rows) == 339
+
+
+def test_register_keeps_each_probes_source_index(tmp_path, dataset):
+    probes = ProbeSuites(dataset, NUM_CLASSES, per_suite=10, seed=4)
+    with Recorder(tmp_path / "run", num_classes=NUM_CLASSES) as rec:
+        probes.register(rec)
+    rows = duckdb.sql(
+        f"SELECT sample_id, label, source_index FROM read_parquet('{tmp_path / 'run' / 'samples' / '*.parquet'}') "
+        "ORDER BY sample_id"
+    ).fetchnumpy()
+    np.testing.assert_array_equal(rows["sample_id"], probes.probe_ids)
+    np.testing.assert_array_equal(rows["source_index"], probes.source)
+    np.testing.assert_array_equal(rows["label"], probes.label)
