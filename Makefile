@@ -22,8 +22,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tdlog demo
 
-bench: $(STAMP)
+bench: $(STAMP)  # quick sizes; see the README for the full-size commands
 	$(BIN)/python benchmarks/recorder.py
+	$(BIN)/python benchmarks/engine.py --small
+	$(BIN)/python benchmarks/mapd.py --small
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
