@@ -21,6 +21,8 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
+from .gmm import fit_gmm
+
 if TYPE_CHECKING:
     from .run import Run
 
@@ -184,7 +186,7 @@ def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gal
     cutoff = run.threshold_cutoff(split=split) if has_threshold else None
     sections["AUM"] = _img(aum_histogram(scores, cutoff), "AUM histogram")
     if "p_mislabeled" in scores.columns:
-        fitted = run.gmm(split=split)
+        fitted = fit_gmm(run._real_samples(scores), "aul")  # the fit scores() made, without re-querying
         sections["AUL and the GMM noise estimate"] = (
             f"<p>Estimated noise rate {fitted.noise_rate:.3f}.</p>"
             + _img(aul_histogram(scores, fitted.means, fitted.stds, fitted.weights), "AUL histogram")
