@@ -214,10 +214,9 @@ def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gal
 def _gallery_section(run: Run, scores: pl.DataFrame, split: str, size: int) -> dict[str, str]:
     order, descending, described = _suspicion_order(scores)
     real = scores.filter(~pl.col("is_threshold") & pl.col("probe").is_null())
-    suspicious = real.sort([order, pl.col("sample_id")], descending=[descending, False]).head(size)
     last = run.query("last_epoch", split=split, epoch_from=0, epoch_to=2**62).select("sample_id", "predicted")
-    suspicious = suspicious.join(last, on="sample_id", how="left").sort([order, "sample_id"],
-                                                                        descending=[descending, False])
+    suspicious = real.join(last, on="sample_id", how="left").sort([order, pl.col("sample_id")],
+                                                                  descending=[descending, False]).head(size)
     heading = f"The {suspicious.height} most suspicious samples ({described})"
     columns = [c for c in ("sample_id", "label", "predicted", "true_label", "aum", "aul", "p_mislabeled")
                if c in suspicious.columns]
