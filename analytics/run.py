@@ -18,6 +18,7 @@ from recorder.format import MANIFEST, RECORDS_DIR, SAMPLES_DIR, read_json
 from recorder.manifest import check_manifest
 
 from . import correction, queries
+from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
 from .evaluate import evaluate_scores
 from .gmm import DEFAULT_FIT_SAMPLE, GMMResult, fit_gmm
 from .mapd import ProbeIndex, trajectory_blocks
@@ -126,10 +127,7 @@ class Run:
         return self.query("el2n", split=split, epoch_from=lower, epoch_to=upper).sort("sample_id")
 
     def _early_epochs_end(self, split: str) -> int:
-        recorded = self.epochs(split)
-        if not recorded:
-            return 0
-        return recorded[max(1, math.ceil(len(recorded) / 10)) - 1] + 1
+        return _early_end(self.epochs(split))
 
     def threshold_cutoff(self, *, percentile: float = 99, epochs: range | None = None, split: str = "train") -> float:
         """AUM cutoff: the ``percentile``-th percentile (linear interpolation) of the threshold samples' AUM.
@@ -199,12 +197,42 @@ class Run:
 
     def _score_table(self, epochs: range | None, split: str, el2n_epochs: range | None = None) -> pl.DataFrame:
         lower, upper = self._bounds(epochs)
-        el2n_to = self._early_epochs_end(split) if el2n_epochs is None else self._bounds(el2n_epochs)[1]
-        frame = self.query("scores", split=split, epoch_from=lower, epoch_to=upper, el2n_to=el2n_to)
+        recorded = self.epochs(split)
+        el2n_to = _early_end(recorded) if el2n_epochs is None else self._bounds(el2n_epochs)[1]
+        frame = self._score_rows(split, [e for e in recorded if lower <= e < upper], lower, upper, el2n_to)
         samples = self.sql("SELECT * FROM samples")
         return frame.join(samples, on="sample_id", how="left").with_columns(
             pl.col("is_threshold").fill_null(False)
         ).sort("sample_id")
+
+    def _score_rows(self, split: str, in_range: list[int], lower: int, upper: int, el2n_to: int) -> pl.DataFrame:
+        """The rows of ``sql/scores.sql``, computed by ``sql/scores_one_pass.sql`` (one ``GROUP BY sample_id``,
+        several times faster) for every sample it gets exactly, and by ``scores.sql`` for the others (samples
+        observed more than once in an epoch, ranges longer than ``MAX_EPOCHS`` epochs)."""
+        params = {"split": split, "epoch_from": lower, "epoch_to": upper, "el2n_to": el2n_to}
+        if not in_range or in_range[-1] - in_range[0] >= MAX_EPOCHS:
+            return self.query("scores", **params)
+        packed = self.query("scores_one_pass", **params | {"epoch_from": in_range[0]})
+        recorded = packed.select(f"recorded_{w}" for w in range(WORDS)).fill_null(0).to_numpy()
+        exact = popcount(recorded) == packed["observations"].to_numpy()
+        learned = packed.select(f"learned_{w}" for w in range(WORDS)).fill_null(0).to_numpy()[exact]
+        forgetting = forgetting_columns(recorded[exact], learned, in_range[0], in_range[-1] - in_range[0] + 1)
+        rows = packed.filter(exact).select(
+            "sample_id", "aum", "aul", "confidence", "variability", "correctness", "el2n",
+            never_learned=pl.Series(forgetting["never_learned"]),
+            **{name: pl.Series(forgetting[name], nan_to_null=True).cast(pl.Int64)
+               for name in ("forgetting_events", "first_learned_epoch", "learned_for_good_epoch")},
+            epochs=pl.col("observations"),
+        )
+        if exact.all():
+            return rows
+        self.connection.register("tdlog_recheck", packed.filter(~exact).select("sample_id").to_arrow())
+        try:
+            rechecked = self.sql(f"SELECT * FROM ({queries.load('scores')}) "
+                                 "WHERE sample_id IN (SELECT sample_id FROM tdlog_recheck)", params)
+        finally:
+            self.connection.unregister("tdlog_recheck")
+        return pl.concat([rows, rechecked.select(rows.columns)], how="vertical_relaxed")
 
     @staticmethod
     def _real_samples(table: pl.DataFrame) -> pl.DataFrame:
@@ -343,6 +371,11 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, num_classes={self.num_classes})"
+
+
+def _early_end(recorded: list[int]) -> int:
+    """End (exclusive) of the first 10 % of the ``recorded`` epochs, at least one: EL2N's default range."""
+    return recorded[max(1, math.ceil(len(recorded) / 10)) - 1] + 1 if recorded else 0
 
 
 def open_run(

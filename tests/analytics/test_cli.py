@@ -9,6 +9,7 @@ import sys
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 import analytics
 from analytics import queries
@@ -62,7 +63,8 @@ def test_score_writes_one_row_per_sample(scored_run, tmp_path) -> None:
     full, early = pl.read_parquet(tmp_path / "scores.parquet"), pl.read_csv(tmp_path / "scores.csv")
     with analytics.open_run(path) as run:
         expected = run.scores()
-    assert full.equals(expected)
+    # DuckDB sums in parallel: float aggregates may differ between two runs in the last bits
+    assert_frame_equal(full, expected, check_exact=False, rel_tol=1e-12, abs_tol=1e-15)
     assert early.height == 120 and set(early["epochs"].to_list()) == {3}
 
 
