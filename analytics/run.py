@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from recorder.format import MANIFEST, RECORDS_DIR, SAMPLES_DIR, read_json
-from recorder.manifest import check_manifest
+from recorder.manifest import attempt_files, check_manifest
 
 from . import correction, queries
 from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
@@ -34,7 +34,7 @@ class Run:
         self.path = path
         self.manifest = manifest
         self.connection = connection
-        self._has_files: tuple[bool, bool] | None = None
+        self._files_seen: tuple | None = None
         self._definitions: dict[str, str] = {}
         self._refresh_views()
 
@@ -43,23 +43,25 @@ class Run:
         return self.manifest["num_classes"]
 
     def _refresh_views(self) -> None:
-        """(Re)create the views when records or samples appeared since the last query (a live run)."""
-        has_files = (
+        """(Re)create the views when records, samples or attempts appeared since the last query (a live run)."""
+        files_seen = (
             any((self.path / RECORDS_DIR).glob("*/*/*.parquet")),
             any((self.path / SAMPLES_DIR).glob("*.parquet")),
+            tuple(sorted((p["attempt"], p["start_epoch"]) for p in map(read_json, attempt_files(self.path)))),
         )
-        if has_files == self._has_files:
+        if files_seen == self._files_seen:
             return
         self.manifest = read_json(self.path / MANIFEST)
         self._definitions = view_definitions(
             self.path.resolve(),
-            has_records=has_files[0],
-            has_samples=has_files[1],
+            has_records=files_seen[0],
+            has_samples=files_seen[1],
             id_type=self.manifest.get("sample_id_type") or "int64",
+            attempt_starts=dict(files_seen[2]),
         )
         for name, select in self._definitions.items():
             self.connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
-        self._has_files = has_files
+        self._files_seen = files_seen
 
     def view_definitions(self) -> str:
         """``CREATE VIEW`` statements that reproduce this run's views in any DuckDB session."""
@@ -180,19 +182,22 @@ class Run:
         :meth:`threshold_cutoff` and :meth:`gmm`."""
         table = self._score_table(epochs, split, el2n_epochs)
         if table.height and table["is_threshold"].any():
-            cutoff = self.threshold_cutoff(percentile=percentile, epochs=epochs, split=split)
+            if not 0 <= percentile <= 100:
+                raise ValueError(f"percentile: expected a value in [0, 100], got {percentile}")
+            # the threshold_cutoff.sql definition, on the AUM just computed (no second pass over the records)
+            cutoff = table.filter("is_threshold")["aum"].quantile(percentile / 100, interpolation="linear")
             table = table.with_columns(aum_flagged=(pl.col("aum") < cutoff) & ~pl.col("is_threshold"))
         real = self._real_samples(table)
         if real["aul"].is_not_null().sum() >= 2:
             fitted = fit_gmm(real, "aul", seed=seed).table.select(
                 "sample_id", "p_mislabeled", pl.col("flagged").alias("gmm_flagged"), "weight"
             )
-            table = table.join(fitted, on="sample_id", how="left").sort("sample_id")
+            table = table.join(fitted, on="sample_id", how="left", maintain_order="left")
         if mapd or (mapd is None and self._probe_suites()):
-            table = table.join(self.mapd(k=mapd_k, epochs=epochs, split=split), on="sample_id", how="left")
+            table = table.join(self.mapd(k=mapd_k, epochs=epochs, split=split), on="sample_id", how="left",
+                               maintain_order="left")
             if "p_random_labels" in table.columns:
                 table = table.with_columns(mapd_flagged=pl.col("mapd_suite") == "random_labels")
-            table = table.sort("sample_id")
         return table
 
     def _score_table(self, epochs: range | None, split: str, el2n_epochs: range | None = None) -> pl.DataFrame:
@@ -201,9 +206,9 @@ class Run:
         el2n_to = _early_end(recorded) if el2n_epochs is None else self._bounds(el2n_epochs)[1]
         frame = self._score_rows(split, [e for e in recorded if lower <= e < upper], lower, upper, el2n_to)
         samples = self.sql("SELECT * FROM samples")
-        return frame.join(samples, on="sample_id", how="left").with_columns(
+        return frame.sort("sample_id").join(samples, on="sample_id", how="left", maintain_order="left").with_columns(
             pl.col("is_threshold").fill_null(False)
-        ).sort("sample_id")
+        )
 
     def _score_rows(self, split: str, in_range: list[int], lower: int, upper: int, el2n_to: int) -> pl.DataFrame:
         """The rows of ``sql/scores.sql``, computed by ``sql/scores_one_pass.sql`` (one ``GROUP BY sample_id``,
@@ -213,10 +218,10 @@ class Run:
         if not in_range or in_range[-1] - in_range[0] >= MAX_EPOCHS:
             return self.query("scores", **params)
         packed = self.query("scores_one_pass", **params | {"epoch_from": in_range[0]})
-        recorded = packed.select(f"recorded_{w}" for w in range(WORDS)).fill_null(0).to_numpy()
+        recorded, learned = (np.ascontiguousarray(packed.select(f"{name}_{w}" for w in range(WORDS)).fill_null(0)
+                                                  .to_numpy().T) for name in ("recorded", "learned"))
         exact = popcount(recorded) == packed["observations"].to_numpy()
-        learned = packed.select(f"learned_{w}" for w in range(WORDS)).fill_null(0).to_numpy()[exact]
-        forgetting = forgetting_columns(recorded[exact], learned, in_range[0], in_range[-1] - in_range[0] + 1)
+        forgetting = forgetting_columns(recorded[:, exact], learned[:, exact], in_range[0])
         rows = packed.filter(exact).select(
             "sample_id", "aum", "aul", "confidence", "variability", "correctness", "el2n",
             never_learned=pl.Series(forgetting["never_learned"]),

@@ -1,7 +1,10 @@
 """DuckDB views over a run's committed files: ``records``, ``samples``, ``attempts``, ``epoch_stats``.
 
 ``records`` holds only the rows that count: for epoch ``e`` of a run restarted several times, the rows of
-the latest attempt whose ``start_epoch <= e`` (DESIGN.md, Resume). ``epoch_stats`` averages the
+the latest attempt whose ``start_epoch <= e`` (DESIGN.md, Resume). The rule is written into the view as a
+filter on ``attempt`` and ``epoch`` from the attempt files as they are when the view is made (a join with
+``attempts`` would cost every query a pass over the ``attempt`` column); ``analytics.Run`` remakes the
+views when an attempt starts. ``epoch_stats`` averages the
 observations of one sample in one epoch first (DDP padding and sampling with replacement repeat samples).
 """
 
@@ -18,8 +21,25 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def view_definitions(run_dir: Path, *, has_records: bool, has_samples: bool, id_type: str) -> dict[str, str]:
-    """``{view name: SELECT ...}`` for the run at ``run_dir`` (absolute paths, usable from any DuckDB)."""
+def records_filter(attempt_starts: dict[int, int | None]) -> str:
+    """SQL condition keeping the rows that count, from ``{attempt: start_epoch}`` (None: not started):
+    attempt ``K`` counts for epochs ``start_K <= e < min(start_J for J > K)``."""
+    started = sorted((a, s) for a, s in attempt_starts.items() if s is not None)
+    if len(started) == 1 and len(attempt_starts) == 1:
+        return f"epoch >= {int(started[0][1])}"  # a hive partition key: prunes files, reads nothing
+    terms = []
+    for position, (attempt, start) in enumerate(started):
+        later = [s for _, s in started[position + 1:]]
+        end = f" AND epoch < {int(min(later))}" if later else ""
+        terms.append(f"(attempt = {int(attempt)} AND epoch >= {int(start)}{end})")
+    return " OR ".join(terms) or "false"
+
+
+def view_definitions(
+    run_dir: Path, *, has_records: bool, has_samples: bool, id_type: str, attempt_starts: dict[int, int | None]
+) -> dict[str, str]:
+    """``{view name: SELECT ...}`` for the run at ``run_dir`` (absolute paths, usable from any DuckDB);
+    ``attempt_starts`` as in :func:`records_filter`."""
     records_glob = _quote(run_dir / RECORDS_DIR / "*" / "*" / "*.parquet")
     attempts_glob = _quote(run_dir / ATTEMPTS_DIR / "attempt-*.json")
     samples_glob = _quote(run_dir / SAMPLES_DIR / "*.parquet")
@@ -44,10 +64,7 @@ def view_definitions(run_dir: Path, *, has_records: bool, has_samples: bool, id_
         f"world_size, started_at FROM read_json({attempts_glob}, columns = {{attempt: 'INTEGER', "
         "start_epoch: 'BIGINT', world_size: 'INTEGER', started_at: 'VARCHAR'}) WHERE start_epoch IS NOT NULL"
     )
-    records = (
-        "SELECT r.* FROM raw_records AS r JOIN attempts AS a ON r.attempt = a.attempt "
-        "AND r.epoch >= a.start_epoch AND r.epoch < a.end_epoch"
-    )
+    records = f"SELECT * FROM raw_records WHERE {records_filter(attempt_starts)}"
     averaged = ", ".join(f"avg({c}) AS {c}" for c in EPOCH_STATS_COLUMNS)
     epoch_stats = (
         f"SELECT split, epoch, sample_id, any_value(target) AS target, {averaged}, "

@@ -110,11 +110,14 @@ def bind_id_type(run_dir: Path, id_type: str) -> str:
         return manifest["sample_id_type"]
 
 
-def existing_attempts(run_dir: Path) -> list[int]:
+def attempt_files(run_dir: Path) -> list[Path]:
+    """The run's ``_attempts/attempt-K.json`` files."""
     directory = run_dir / ATTEMPTS_DIR
-    if not directory.exists():
-        return []
-    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := ATTEMPT_FILE.match(p.name)))
+    return [p for p in directory.iterdir() if ATTEMPT_FILE.match(p.name)] if directory.exists() else []
+
+
+def existing_attempts(run_dir: Path) -> list[int]:
+    return sorted(int(ATTEMPT_FILE.match(p.name).group(1)) for p in attempt_files(run_dir))
 
 
 def attempt_path(run_dir: Path, attempt: int) -> Path:

@@ -80,3 +80,21 @@ def test_parameters_stay_data(small_run) -> None:
         assert run.aul(split=attack).height == 0
         assert run.sql("SELECT count(*) AS n FROM records")["n"][0] == total  # the view is still there
         assert run.sql("SELECT $v AS v", {"v": "'); SELECT 1; --"})["v"][0] == "'); SELECT 1; --"
+
+
+def test_an_open_run_sees_a_restart(tmp_path) -> None:
+    """The records view is remade when an attempt starts: three attempts, read through one open Run."""
+    path = tmp_path / "run"
+    with Recorder(path, num_classes=2) as rec:
+        rec.log(torch.arange(3), torch.tensor([[1.0, 0.0]] * 3), torch.zeros(3, dtype=torch.long), epoch=0)
+    with analytics.open_run(path) as run:
+        assert run.aum()["aum"].to_list() == [1.0] * 3
+        for attempt, epochs in enumerate((range(0, 6), range(2, 4), range(3, 5)), start=1):
+            with Recorder(path, num_classes=2) as rec:
+                for epoch in epochs:
+                    logits = torch.tensor([[10.0 * attempt + epoch, 0.0]] * 3)  # margin = 10 * attempt + epoch
+                    rec.log(torch.arange(3), logits, torch.zeros(3, dtype=torch.long), epoch=epoch)
+        # attempt 1: epochs 0-1; attempt 2: epoch 2; attempt 3: epochs 3-4; nothing counts from epoch 5 on
+        expected = {0: 10, 1: 11, 2: 22, 3: 33, 4: 34}
+        assert run.aum()["aum"].to_list() == [pytest.approx(np.mean(list(expected.values())))] * 3
+        assert run.epochs() == [0, 1, 2, 3, 4]

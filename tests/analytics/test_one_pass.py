@@ -47,11 +47,11 @@ def test_scores_equal_the_exact_query(gappy_run, epochs) -> None:
 
 
 def _pack(bits: np.ndarray) -> np.ndarray:
-    """``(n, epochs)`` bool -> ``(n, WORDS)`` int64 words, bit b of word w = column 62 w + b."""
+    """``(n, epochs)`` bool -> ``(WORDS, n)`` int64 words, bit b of word w = column 62 w + b."""
     padded = np.zeros((len(bits), MAX_EPOCHS), dtype=np.int64)
     padded[:, : bits.shape[1]] = bits
     weights = np.left_shift(1, np.arange(BITS_PER_WORD, dtype=np.int64))
-    return (padded.reshape(len(bits), WORDS, BITS_PER_WORD) * weights).sum(2)
+    return (padded.reshape(len(bits), WORDS, BITS_PER_WORD) * weights).sum(2).T
 
 
 def test_forgetting_from_masks_matches_the_reference() -> None:
@@ -61,7 +61,7 @@ def test_forgetting_from_masks_matches_the_reference() -> None:
     recorded[:5] = False
     recorded[:5, [0, 100, 247]] = True  # the first and last bit of the range, across words
     learned = recorded & (rng.random((500, epochs)) < np.linspace(0.02, 0.99, 500)[:, None])
-    columns = forgetting_columns(_pack(recorded), _pack(learned), 10, epochs)
+    columns = forgetting_columns(_pack(recorded), _pack(learned), 10)
     np.testing.assert_array_equal(popcount(_pack(recorded)), recorded.sum(1))
     for row in range(500):
         positions = np.flatnonzero(recorded[row])
