@@ -33,12 +33,10 @@ def lowest_bit(words: np.ndarray) -> np.ndarray:
 
 def highest_bit(words: np.ndarray) -> np.ndarray:
     """Position of the highest set bit per sample; -1 for a sample with none."""
-    smeared = words.copy()
-    for shift in (1, 2, 4, 8, 16, 32):
-        smeared |= smeared >> shift
-    highest = np.bitwise_count(smeared).astype(np.int64) - 1 + _WORD_STARTS
-    highest[words == 0] = _NONE
-    return highest.max(0)
+    # frexp gives floor(log2(x)) + 1, exactly while x < 2**53: split each 62-bit word in two 31-bit halves
+    upper, lower = words >> 31, words & ((1 << 31) - 1)
+    in_word = np.where(upper > 0, np.frexp(upper)[1] + 30, np.frexp(lower)[1] - 1).astype(np.int64)
+    return np.where(words > 0, in_word + _WORD_STARTS, _NONE).max(0)
 
 
 def below(positions: np.ndarray) -> np.ndarray:
@@ -72,7 +70,7 @@ def forgetting_columns(recorded: np.ndarray, learned: np.ndarray, epoch_from: in
     first_learned = lowest_bit(learned)
     never = first_learned < 0
     last_unlearned = highest_bit(unlearned)
-    learned_at_end = highest_bit(learned) > last_unlearned
+    learned_at_end = highest_bit(recorded) > last_unlearned
     good = lowest_bit(recorded & ~below(last_unlearned + 1))
     return {
         "never_learned": never,
