@@ -221,17 +221,20 @@ class Run:
         recorded, learned = (np.ascontiguousarray(packed.select(f"{name}_{w}" for w in range(WORDS)).fill_null(0)
                                                   .to_numpy().T) for name in ("recorded", "learned"))
         exact = popcount(recorded) == packed["observations"].to_numpy()
-        forgetting = forgetting_columns(recorded[:, exact], learned[:, exact], in_range[0])
-        rows = packed.filter(exact).select(
+        inexact = None if exact.all() else packed.filter(~exact).select("sample_id")
+        if inexact is not None:
+            packed, recorded, learned = packed.filter(exact), recorded[:, exact], learned[:, exact]
+        forgetting = forgetting_columns(recorded, learned, in_range[0])
+        rows = packed.select(
             "sample_id", "aum", "aul", "confidence", "variability", "correctness", "el2n",
             never_learned=pl.Series(forgetting["never_learned"]),
             **{name: pl.Series(forgetting[name], nan_to_null=True).cast(pl.Int64)
                for name in ("forgetting_events", "first_learned_epoch", "learned_for_good_epoch")},
             epochs=pl.col("observations"),
         )
-        if exact.all():
+        if inexact is None:
             return rows
-        self.connection.register("tdlog_recheck", packed.filter(~exact).select("sample_id").to_arrow())
+        self.connection.register("tdlog_recheck", inexact.to_arrow())
         try:
             rechecked = self.sql(f"SELECT * FROM ({queries.load('scores')}) "
                                  "WHERE sample_id IN (SELECT sample_id FROM tdlog_recheck)", params)
