@@ -6,6 +6,10 @@ recorded value). The reference probes' trajectories form an exact L2 FAISS index
 stream from DuckDB in blocks (memory does not grow with the number of samples) and each sample's k
 nearest probes vote: ``p(suite) = share of the k neighbours from that suite``, assignment = argmax
 (ties: the suite first in alphabetical order).
+
+Blocks of integer ids that are dense (the usual ``0..N-1``) are ranges of ids: one unsorted scan per range
+writes each observation straight into its (sample, epoch) cell, and a range in which some sample was seen
+twice in an epoch is read again the exact way. Other ids (text, sparse) stream sorted by ``sample_id``.
 """
 
 from __future__ import annotations
@@ -21,16 +25,22 @@ import polars as pl
 if TYPE_CHECKING:
     import duckdb
 
-TRAJECTORY_QUERY = (  # raw observations grouped by sample; the per-epoch means are taken in NumPy per block
+TRAJECTORY_QUERY = (  # raw observations; the per-epoch means are taken in NumPy per block
     "SELECT sample_id, epoch, loss FROM records WHERE split = $split AND epoch >= $epoch_from "
-    "AND epoch < $epoch_to {reference_only} ORDER BY sample_id"
+    "AND epoch < $epoch_to {reference_only} {order}"
 )
 REFERENCE_ONLY = "AND sample_id IN (SELECT sample_id FROM samples WHERE probe IS NOT NULL AND probe_role = 'reference')"
+ID_RANGE = " AND sample_id >= $low AND sample_id < $high"
+CELL_QUERY = (  # unsorted observations of an id range as (flat cell index, loss); cell = row * span + epoch offset
+    "SELECT (sample_id - $low) * $span + (epoch - $epoch_from) AS cell, loss FROM records WHERE split = $split "
+    "AND epoch >= $epoch_from AND epoch < $epoch_to" + ID_RANGE
+)
 
 
-def forward_fill(matrix: np.ndarray) -> np.ndarray:
-    """Fill NaN entries of each row from the left (then leading NaN from the first value), in place."""
-    missing = np.isnan(matrix)
+def forward_fill(matrix: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
+    """Fill NaN entries of each row from the left (then leading NaN from the first value), in place;
+    ``missing``: ``np.isnan(matrix)`` when the caller has it."""
+    missing = np.isnan(matrix) if missing is None else missing
     if not missing.any():
         return matrix
     columns = np.where(~missing, np.arange(matrix.shape[1]), 0)
@@ -43,23 +53,89 @@ def forward_fill(matrix: np.ndarray) -> np.ndarray:
     return matrix
 
 
+BLOCK_VALUES = 1 << 27  # trajectory values (samples x epochs) held at a time by default: 512 MiB of float32
+SPARSE_IDS = 4  # id ranges more than this many times the number of samples are read sorted instead
+
+
 def trajectory_blocks(
     connection: duckdb.DuckDBPyConnection,
     *,
     split: str,
     epochs: list[int],
-    block_rows: int = 1 << 20,
+    block_values: int = BLOCK_VALUES,
     reference_only: bool = False,
+    id_range: tuple[int, int] | None = None,
 ) -> Iterator[tuple[pl.Series, np.ndarray]]:
-    """Yield ``(sample_ids, trajectories[n, len(epochs)] float32)`` blocks in ``sample_id`` order, streaming
-    about ``block_rows`` observations at a time; a sample is never split across blocks, so the mean of its
-    observations in each epoch is taken within one block. ``reference_only`` reads only the reference
-    probes (the samples table says which)."""
-    epoch_values = np.asarray(epochs, dtype=np.int64)
+    """Yield ``(sample_ids, trajectories[n, len(epochs)] float32)`` blocks holding about ``block_values``
+    trajectory values (samples x epochs) each; a sample is never split across blocks. ``id_range`` (from
+    :func:`dense_id_range`) reads integer ids range by range, unsorted; without it, observations stream
+    sorted by ``sample_id``. ``reference_only`` reads only the reference probes (the samples table says
+    which)."""
     params = {"split": split, "epoch_from": epochs[0], "epoch_to": epochs[-1] + 1}
-    query = TRAJECTORY_QUERY.format(reference_only=REFERENCE_ONLY if reference_only else "")
+    if id_range is None or reference_only:
+        yield from _sorted_blocks(connection, params, epochs, max(1, block_values // 8), reference_only)
+        return
+    per_block = max(1, block_values // len(epochs))
+    for low in range(id_range[0], id_range[1], per_block):
+        block = _id_range_block(connection, params, epochs, low, min(low + per_block, id_range[1]))
+        if len(block[0]):
+            yield block
+
+
+def dense_id_range(connection: duckdb.DuckDBPyConnection, records_files: str) -> tuple[int, int] | None:
+    """``(lowest, highest + 1)`` integer sample id in the Parquet files ``records_files`` (a quoted glob),
+    read from their footers alone, when the range is at most ``SPARSE_IDS`` times the most observations
+    one epoch of one split holds (dense ids); ``None`` otherwise."""
+    low, high, per_epoch = connection.sql(
+        "SELECT min(low), max(high), max(observations) FROM (SELECT min(stats_min_value::BIGINT) AS low, "
+        "max(stats_max_value::BIGINT) AS high, sum(num_values) AS observations "
+        f"FROM parquet_metadata({records_files}) WHERE path_in_schema = 'sample_id' "
+        "GROUP BY regexp_extract(file_name, '(split=[^/]*/epoch=[^/]*)/', 1))"
+    ).fetchall()[0]
+    if low is None or high - low + 1 > SPARSE_IDS * per_epoch:
+        return None
+    return int(low), int(high) + 1
+
+
+def _id_range_block(connection, params, epochs: list[int], low: int, high: int) -> tuple[pl.Series, np.ndarray]:
+    """Trajectories of the ids in ``[low, high)``: each observation written into its cell in one unsorted
+    scan; if any sample was seen twice in an epoch (more observations than cells filled), the exact
+    per-epoch means from a sorted read of the range instead."""
+    span, width = epochs[-1] - epochs[0] + 1, len(epochs)
+    column_of = None
+    if span != width:  # epochs with no records in between: cell offsets -> matrix columns
+        column_of = np.full(span, -1, dtype=np.int64)
+        column_of[np.asarray(epochs) - epochs[0]] = np.arange(width)
+    matrix = np.full((high - low) * width, np.nan, dtype=np.float32)
+    observations = 0
+    range_params = params | {"low": low, "high": high}
+    for batch in connection.sql(CELL_QUERY, params=range_params | {"span": span}).to_arrow_reader(1 << 20):
+        cells, losses = (batch.column(i).to_numpy(zero_copy_only=False) for i in range(2))
+        if column_of is not None:
+            cells = cells // span * width + column_of[cells % span]
+        matrix[cells] = losses
+        observations += len(cells)
+    matrix = matrix.reshape(-1, width)
+    missing = np.isnan(matrix)
+    if matrix.size - int(np.count_nonzero(missing)) != observations:  # repeats (or NaN losses): exact means
+        blocks = list(_sorted_blocks(connection, range_params, epochs, 1 << 20, False, ID_RANGE))
+        if not blocks:
+            return pl.Series("sample_id", [], pl.Int64), np.empty((0, width), dtype=np.float32)
+        return pl.concat([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+    rows = np.flatnonzero(~missing.all(1))
+    if len(rows) < len(matrix):
+        matrix, missing = matrix[rows], missing[rows]
+    return pl.Series("sample_id", rows + low), forward_fill(matrix, missing)
+
+
+def _sorted_blocks(connection, params, epochs: list[int], batch_rows: int, reference_only: bool,
+                   extra: str = "") -> Iterator[tuple[pl.Series, np.ndarray]]:
+    """Blocks from observations streamed in ``sample_id`` order, ``batch_rows`` at a time."""
+    epoch_values = np.asarray(epochs, dtype=np.int64)
+    query = TRAJECTORY_QUERY.format(reference_only=(REFERENCE_ONLY if reference_only else "") + extra,
+                                    order="ORDER BY sample_id")
     carry: list[np.ndarray] | None = None
-    for batch in connection.sql(query, params=params).to_arrow_reader(block_rows):
+    for batch in connection.sql(query, params=params).to_arrow_reader(batch_rows):
         columns = [batch.column(i).to_numpy(zero_copy_only=False) for i in range(3)]
         if carry is not None:
             columns = [np.concatenate([old, new]) for old, new in zip(carry, columns, strict=True)]
@@ -125,8 +201,9 @@ class ProbeIndex:
     def vote(self, trajectories: np.ndarray, k: int) -> np.ndarray:
         """``[n, len(suites)]`` share of each suite among the ``k`` nearest probes of every row."""
         _, neighbours = self.index.search(np.ascontiguousarray(trajectories, dtype=np.float32), k)
-        suite = self.suite_of_neighbour[neighbours]
-        return np.stack([(suite == j).sum(1) for j in range(len(self.suites))], axis=1) / k
+        suites = len(self.suites)
+        cells = self.suite_of_neighbour[neighbours] + suites * np.arange(len(neighbours))[:, None]
+        return np.bincount(cells.ravel(), minlength=len(neighbours) * suites).reshape(-1, suites) / k
 
 
 def gpu_available() -> bool:

@@ -21,8 +21,8 @@ from . import correction, queries
 from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
 from .evaluate import evaluate_scores
 from .gmm import DEFAULT_FIT_SAMPLE, GMMResult, fit_gmm
-from .mapd import ProbeIndex, trajectory_blocks
-from .views import view_definitions
+from .mapd import BLOCK_VALUES, ProbeIndex, dense_id_range, trajectory_blocks
+from .views import records_files, view_definitions
 
 ALL_EPOCHS = 2**62  # upper bound of the default epoch range
 
@@ -260,32 +260,44 @@ class Run:
         upto_epoch: int | None = None,
         split: str = "train",
         device: str = "auto",
-        block_rows: int = 1 << 20,
+        block_values: int = BLOCK_VALUES,
     ) -> pl.DataFrame:
         """MAP-D per sample: ``p_<suite>`` = share of the ``k`` nearest reference-probe loss trajectories
         (exact L2, FAISS) that belong to ``suite``, and ``mapd_suite`` = the argmax. Trajectories use the
         recorded epochs in ``epochs`` up to ``upto_epoch`` (the online variant); see :mod:`analytics.mapd`.
-        ``device``: ``"auto"`` (GPU when FAISS can use one), ``"cpu"`` or ``"cuda"``."""
-        index, epoch_list = self._probe_index(k, suites, epochs, upto_epoch, split, device)
-        parts = []
-        for ids, trajectories in trajectory_blocks(self.connection, split=split, epochs=epoch_list,
-                                                   block_rows=block_rows):
-            votes = index.vote(trajectories, k)
-            columns = {f"p_{suite}": votes[:, j] for j, suite in enumerate(index.suites)}
-            parts.append(pl.DataFrame({"sample_id": ids, **columns,
-                                       "mapd_suite": np.asarray(index.suites)[votes.argmax(1)]}))
-        return pl.concat(parts)
-
-    def _probe_index(self, k, suites, epochs, upto_epoch, split, device) -> tuple[ProbeIndex, list[int]]:
+        ``device``: ``"auto"`` (GPU when FAISS can use one), ``"cpu"`` or ``"cuda"``. ``block_values``:
+        trajectory values (samples x epochs) held at a time, about 4 bytes each."""
         lower, upper = self._bounds(epochs)
         epoch_list = [e for e in self.epochs(split) if lower <= e < upper and (upto_epoch is None or e <= upto_epoch)]
         if not epoch_list:
             raise ValueError(f"epochs: no recorded epochs of split {split!r} in the range asked for")
+        id_range = None
+        if self.manifest.get("sample_id_type") == "int64":
+            id_range = dense_id_range(self.connection, records_files(self.path.resolve()))
+        blocks = trajectory_blocks(self.connection, split=split, epochs=epoch_list, block_values=block_values,
+                                   id_range=id_range)
+        if id_range is not None and (id_range[1] - id_range[0]) * len(epoch_list) <= block_values:
+            blocks = list(blocks)  # one block, every sample: the probes' trajectories are in it
+            index = self._probe_index(k, suites, split, epoch_list, device, blocks[:1])
+        else:  # read the probes first: a query cannot start while the blocks stream
+            index = self._probe_index(k, suites, split, epoch_list, device, None)
+        parts = []
+        for ids, trajectories in blocks:
+            votes = index.vote(trajectories, k)
+            columns = {f"p_{suite}": votes[:, j] for j, suite in enumerate(index.suites)}
+            parts.append(pl.DataFrame({"sample_id": ids, **columns,
+                                       "mapd_suite": pl.Series(index.suites)[votes.argmax(1)]}))
+        return pl.concat(parts)
+
+    def _probe_index(self, k, suites, split, epoch_list, device, blocks) -> ProbeIndex:
+        """FAISS index over the reference probes' trajectories, taken from ``blocks`` (holding every sample)
+        or, when ``None``, read on their own."""
         reference = self.sql("SELECT sample_id, probe FROM samples WHERE probe IS NOT NULL AND probe_role = "
                              "'reference' ORDER BY sample_id")
         if suites is not None:
             reference = reference.filter(pl.col("probe").is_in(suites))
-        blocks = list(trajectory_blocks(self.connection, split=split, epochs=epoch_list, reference_only=True))
+        if blocks is None:
+            blocks = list(trajectory_blocks(self.connection, split=split, epochs=epoch_list, reference_only=True))
         ids = pl.concat([b[0] for b in blocks]) if blocks else pl.Series("sample_id", [], reference["sample_id"].dtype)
         keep = np.isin(ids.to_numpy(), reference["sample_id"].to_numpy())  # the suites asked for
         if keep.sum() < k:
@@ -294,7 +306,7 @@ class Run:
         trajectories = np.concatenate([b[1] for b in blocks])[keep]
         probe_of = dict(reference.iter_rows())
         labels = np.array([probe_of[i] for i in ids.filter(keep).to_list()])
-        return ProbeIndex.build(trajectories, labels, device=device), epoch_list
+        return ProbeIndex.build(trajectories, labels, device=device)
 
     def mapd_accuracy(self, *, k: int = 20, epochs: range | None = None, split: str = "train",
                       device: str = "auto") -> pl.DataFrame:

@@ -21,6 +21,11 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def records_files(run_dir: Path) -> str:
+    """The run's committed records files as a quoted glob for ``read_parquet``."""
+    return _quote(run_dir / RECORDS_DIR / "*" / "*" / "*.parquet")
+
+
 def records_filter(attempt_starts: dict[int, int | None]) -> str:
     """SQL condition keeping the rows that count, from ``{attempt: start_epoch}`` (None: not started):
     attempt ``K`` counts for epochs ``start_K <= e < min(start_J for J > K)``."""
@@ -40,7 +45,7 @@ def view_definitions(
 ) -> dict[str, str]:
     """``{view name: SELECT ...}`` for the run at ``run_dir`` (absolute paths, usable from any DuckDB);
     ``attempt_starts`` as in :func:`records_filter`."""
-    records_glob = _quote(run_dir / RECORDS_DIR / "*" / "*" / "*.parquet")
+    records_glob = records_files(run_dir)
     attempts_glob = _quote(run_dir / ATTEMPTS_DIR / "attempt-*.json")
     samples_glob = _quote(run_dir / SAMPLES_DIR / "*.parquet")
     sql_id = "BIGINT" if id_type == "int64" else "VARCHAR"

@@ -16,9 +16,14 @@ SUITE_LEVELS = {"clean": (2.0, -1.6), "corrupted": (2.0, -0.8), "random_labels":
 EPOCHS, PER_SUITE, REAL = 5, 30, 60
 
 
-def write_probe_run(path) -> dict[int, np.ndarray]:
+def write_probe_run(path, *, text_ids: bool = False, skip_epoch: int | None = None) -> dict[int, np.ndarray]:
     """Probes and real samples whose given per-sample loss follows a suite's trajectory plus noise;
-    sample 3 misses epoch 2 and sample 5 is logged twice in epoch 1. Returns every logged loss by id."""
+    sample 3 misses epoch 2 and sample 5 is logged twice in epoch 1. Returns every logged loss by id.
+    ``text_ids``: sample ``i`` is recorded as ``"s{i}"``; ``skip_epoch``: an epoch nobody is logged in."""
+
+    def as_ids(values):
+        return [f"s{v}" for v in np.asarray(values).tolist()] if text_ids else torch.as_tensor(np.asarray(values))
+
     rng = np.random.default_rng(0)
     suites = list(SUITE_LEVELS)
     probe_ids = np.arange(REAL, REAL + PER_SUITE * len(suites))
@@ -30,15 +35,17 @@ def write_probe_run(path) -> dict[int, np.ndarray]:
     logged: dict[int, list] = {i: [[] for _ in range(EPOCHS)] for i in suite_of}
     last_logits: dict[int, np.ndarray] = {}
     with Recorder(path, num_classes=3) as rec:
-        rec.register_samples(torch.arange(REAL), torch.zeros(REAL, dtype=torch.long))
-        rec.register_samples(torch.from_numpy(probe_ids), torch.zeros(len(probe_ids), dtype=torch.long),
+        rec.register_samples(as_ids(np.arange(REAL)), torch.zeros(REAL, dtype=torch.long))
+        rec.register_samples(as_ids(probe_ids), torch.zeros(len(probe_ids), dtype=torch.long),
                              probe=probe_suite.tolist(), probe_role=role.tolist())
         for epoch in range(EPOCHS):
             ids = [i for i in suite_of if not (i == 3 and epoch == 2)] + ([5] if epoch == 1 else [])
             start, slope = np.array([SUITE_LEVELS[suite_of[i]] for i in ids]).T
             loss = np.maximum(start + slope * epoch / EPOCHS + rng.normal(0, 0.15, len(ids)), 0.0)
             logits = torch.randn(len(ids), 3)
-            rec.log(torch.tensor(ids), logits, torch.zeros(len(ids), dtype=torch.long),
+            if epoch == skip_epoch:
+                continue
+            rec.log(as_ids(ids), logits, torch.zeros(len(ids), dtype=torch.long),
                     loss=torch.tensor(loss, dtype=torch.float32), epoch=epoch)
             last_logits.update(zip(ids, logits.numpy().astype(np.float64), strict=True))
             for i, value in zip(ids, loss.astype(np.float32), strict=True):
@@ -117,8 +124,24 @@ def test_streaming_blocks_give_the_same_answer(probe_run) -> None:
     path, _ = probe_run
     with analytics.open_run(path) as run:
         one_block = run.mapd(k=5)
-        small_blocks = run.mapd(k=5, block_rows=7)
+        small_blocks = run.mapd(k=5, block_values=7 * EPOCHS)  # 7 ids a block
     assert small_blocks.equals(one_block)
+
+
+@pytest.mark.parametrize("skip_epoch", [None, 2])
+def test_text_ids_stream_sorted_and_agree_with_integer_ids(tmp_path, skip_epoch) -> None:
+    """Text ids take the sorted path, integer ids the id-range path: the same losses give the same votes,
+    also when a whole epoch is missing."""
+    path = tmp_path / "integer"
+    write_probe_run(path, skip_epoch=skip_epoch)
+    write_probe_run(tmp_path / "text", text_ids=True, skip_epoch=skip_epoch)
+    with analytics.open_run(path) as run, analytics.open_run(tmp_path / "text") as text_run:
+        by_integer = run.mapd(k=5)  # one block; sample 5's repeat sends it to the exact sorted read
+        by_ranges = run.mapd(k=5, block_values=7 * EPOCHS)  # ranges of 7 ids, most written cell by cell
+        by_text = text_run.mapd(k=5, block_values=8 * 7 * EPOCHS)  # sorted batches of 7 observations
+    assert by_ranges.equals(by_integer)
+    expected = by_integer.with_columns(pl.format("s{}", "sample_id").alias("sample_id")).sort("sample_id")
+    assert by_text.sort("sample_id").equals(expected)
 
 
 def test_heldout_probes_are_assigned_far_above_chance(probe_run) -> None:
