@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("run", type=Path, help="run directory")
         command.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
         command.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB (spills beyond)")
+        command.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                             help="query engine (default duckdb; spark needs pyspark and Java 17+)")
+        command.add_argument("--master", default="local[2]",
+                             help="Spark master URL with --engine spark (default local[2]; spark://HOST:7077, yarn)")
         return command
 
     run_command("info", "samples, epochs, attempts, ranks, non-finite rows, size on disk")
@@ -108,7 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _open(args: argparse.Namespace):
     from . import open_run
 
-    return open_run(args.run, threads=args.threads, memory_limit=args.memory_limit)
+    spark = None
+    if args.engine == "spark":
+        from .spark import spark_session
+
+        spark = spark_session(args.master)
+    return open_run(args.run, threads=args.threads, memory_limit=args.memory_limit, engine=args.engine, spark=spark)
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -150,6 +159,10 @@ def _score(args: argparse.Namespace) -> None:
     from .export import write_frame
 
     with _open(args) as run:
+        if args.engine == "spark":  # computed and written by the executors, never collected here
+            rows = run.write_scores(args.out, epochs=args.epochs, split=args.split, percentile=args.percentile)
+            print(f"wrote {rows} samples to {args.out} (a folder of Spark part files)")
+            return
         scores = run.scores(epochs=args.epochs, split=args.split, percentile=args.percentile,
                             mapd=False if args.no_mapd else None)
     written = write_frame(scores, args.out, argument="--out")
@@ -225,11 +238,22 @@ COMMANDS = {"info": _info, "sql": _sql, "score": _score, "export": _export, "map
             "demo": _demo}
 
 
+def _spark_errors(args: argparse.Namespace) -> tuple[type[Exception], ...]:
+    """Spark's query errors, when the command ran on Spark."""
+    if getattr(args, "engine", "duckdb") != "spark":
+        return ()
+    try:
+        from pyspark.errors import PySparkException
+    except ImportError:  # spark_session() says how to install it
+        return (ImportError,)
+    return (PySparkException,)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (OSError, ValueError, KeyError, duckdb.Error) as exc:
+    except (OSError, ValueError, KeyError, NotImplementedError, duckdb.Error, *_spark_errors(args)) as exc:
         message = " ".join(str(exc).split())  # DuckDB messages span lines: keep the error on one line
         print(f"tdlog {args.command}: error: {message}", file=sys.stderr)
         return 1

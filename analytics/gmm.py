@@ -28,6 +28,14 @@ class GMMResult:
     table: pl.DataFrame
 
 
+def fit_mixture(values: np.ndarray, *, seed: int = 0) -> tuple[GaussianMixture, int]:
+    """``GaussianMixture(2, random_state=seed)`` fitted to the finite ``values``, and the index of its
+    higher-mean ("mislabeled") component."""
+    values = np.asarray(values, dtype=np.float64)
+    model = GaussianMixture(n_components=2, random_state=seed).fit(values[np.isfinite(values)].reshape(-1, 1))
+    return model, int(np.argmax(model.means_.reshape(-1)))
+
+
 def fit_gmm(
     frame: pl.DataFrame, score: str, *, seed: int = 0, fit_sample: int | None = DEFAULT_FIT_SAMPLE
 ) -> GMMResult:
@@ -46,9 +54,8 @@ def fit_gmm(
     fit_values = values[finite]
     if fit_sample is not None and fit_values.size > fit_sample:
         fit_values = np.random.default_rng(seed).choice(fit_values, size=fit_sample, replace=False)
-    model = GaussianMixture(n_components=2, random_state=seed).fit(fit_values.reshape(-1, 1))
+    model, noisy = fit_mixture(fit_values, seed=seed)
     means = model.means_.reshape(-1)
-    noisy = int(np.argmax(means))
     p_mislabeled = np.full(values.shape, np.nan)
     p_mislabeled[finite] = model.predict_proba(values[finite].reshape(-1, 1))[:, noisy]
     order = [1 - noisy, noisy]

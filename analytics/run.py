@@ -30,7 +30,7 @@ ALL_EPOCHS = 2**62  # upper bound of the default epoch range
 class Run:
     """A recorded run, opened read-only. Use :func:`open_run` to create one."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], connection: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], connection: duckdb.DuckDBPyConnection | None) -> None:
         self.path = path
         self.manifest = manifest
         self.connection = connection
@@ -52,16 +52,19 @@ class Run:
         if files_seen == self._files_seen:
             return
         self.manifest = read_json(self.path / MANIFEST)
+        self._register_views(has_records=files_seen[0], has_samples=files_seen[1], attempt_starts=dict(files_seen[2]))
+        self._files_seen = files_seen
+
+    def _register_views(self, *, has_records: bool, has_samples: bool, attempt_starts: dict[int, int | None]) -> None:
         self._definitions = view_definitions(
             self.path.resolve(),
-            has_records=files_seen[0],
-            has_samples=files_seen[1],
+            has_records=has_records,
+            has_samples=has_samples,
             id_type=self.manifest.get("sample_id_type") or "int64",
-            attempt_starts=dict(files_seen[2]),
+            attempt_starts=attempt_starts,
         )
         for name, select in self._definitions.items():
             self.connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
-        self._files_seen = files_seen
 
     def view_definitions(self) -> str:
         """``CREATE VIEW`` statements that reproduce this run's views in any DuckDB session."""
@@ -405,20 +408,30 @@ def open_run(
     memory_limit: str | None = None,
     temp_directory: str | os.PathLike | None = None,
     progress: bool | None = None,
+    engine: str = "duckdb",
+    spark: Any = None,
 ) -> Run:
     """Open the tdlog run at ``path`` read-only, as DuckDB views (see :meth:`Run.view_definitions`).
 
     ``threads`` and ``memory_limit`` (e.g. ``"4GB"``) bound DuckDB; work that does not fit spills to
     ``temp_directory`` (default: ``tdlog-duckdb`` in the system temp folder). ``progress`` shows DuckDB's
-    progress bar on long queries (default: when stderr is a terminal). Raises ``FileNotFoundError`` if
-    there is no run at ``path`` and ``ValueError`` if it is not a tdlog run or has a newer format.
+    progress bar on long queries (default: when stderr is a terminal). ``engine="spark"`` opens it in the
+    ``SparkSession`` ``spark`` instead (default: a ``local[2]`` one), see :mod:`analytics.spark`. Raises
+    ``FileNotFoundError`` if there is no run at ``path`` and ``ValueError`` if it is not a tdlog run or has
+    a newer format.
     """
+    if engine not in ("duckdb", "spark"):
+        raise ValueError(f"engine: expected 'duckdb' or 'spark', got {engine!r}")
     run_dir = Path(path)
     manifest_path = run_dir / MANIFEST
     if not manifest_path.exists():
         raise FileNotFoundError(f"path: no tdlog run at {run_dir} (no {MANIFEST})")
     manifest = read_json(manifest_path)
     check_manifest(manifest, manifest_path)
+    if engine == "spark":
+        from .spark import SparkRun, spark_session
+
+        return SparkRun(run_dir, manifest, spark if spark is not None else spark_session())
     config: dict[str, Any] = {
         "temp_directory": str(temp_directory or Path(tempfile.gettempdir()) / "tdlog-duckdb"),
     }

@@ -40,6 +40,40 @@ def records_filter(attempt_starts: dict[int, int | None]) -> str:
     return " OR ".join(terms) or "false"
 
 
+def records_select(attempt_starts: dict[int, int | None]) -> str:
+    """The ``records`` view over ``raw_records`` (portable SQL)."""
+    return f"SELECT * FROM raw_records WHERE {records_filter(attempt_starts)}"
+
+
+# one row per split, epoch and sample: its observations there averaged first (portable SQL)
+EPOCH_STATS_SELECT = (
+    "SELECT split, epoch, sample_id, any_value(target) AS target, "
+    + ", ".join(f"avg({c}) AS {c}" for c in EPOCH_STATS_COLUMNS)
+    + ", avg(CAST(pred = target AS DOUBLE)) AS correct, count(*) AS observations "
+    "FROM records GROUP BY split, epoch, sample_id"
+)
+
+
+def raw_records_stub(sql_id: str) -> str:
+    """An empty ``raw_records`` view for a run with no committed records yet (portable SQL)."""
+    return (
+        f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS BIGINT) AS step, CAST(NULL AS INT) AS target, "
+        + ", ".join(f"CAST(NULL AS FLOAT) AS {c}" for c in ("loss", "margin", "target_logit", "other_logit"))
+        + ", CAST(NULL AS INT) AS other_class, CAST(NULL AS FLOAT) AS prob, CAST(NULL AS INT) AS pred, "
+        "CAST(NULL AS FLOAT) AS el2n, CAST(NULL AS INT) AS attempt, CAST(NULL AS INT) AS rank, "
+        "CAST(NULL AS STRING) AS split, CAST(NULL AS BIGINT) AS epoch WHERE false"
+    )
+
+
+def samples_stub(sql_id: str) -> str:
+    """An empty ``samples`` view for a run that registered none (portable SQL)."""
+    return (
+        f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS INT) AS label, CAST(NULL AS INT) AS target, "
+        "CAST(NULL AS BOOLEAN) AS is_threshold, CAST(NULL AS STRING) AS probe, "
+        "CAST(NULL AS STRING) AS probe_role WHERE false"
+    )
+
+
 def view_definitions(
     run_dir: Path, *, has_records: bool, has_samples: bool, id_type: str, attempt_starts: dict[int, int | None]
 ) -> dict[str, str]:
@@ -48,47 +82,27 @@ def view_definitions(
     records_glob = records_files(run_dir)
     attempts_glob = _quote(run_dir / ATTEMPTS_DIR / "attempt-*.json")
     samples_glob = _quote(run_dir / SAMPLES_DIR / "*.parquet")
-    sql_id = "BIGINT" if id_type == "int64" else "VARCHAR"
+    sql_id = "BIGINT" if id_type == "int64" else "STRING"
     if has_records:
         raw = (
             f"SELECT * FROM read_parquet({records_glob}, hive_partitioning = true, union_by_name = true, "
             "hive_types = {'split': VARCHAR, 'epoch': BIGINT})"
         )
     else:
-        raw = (
-            f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS BIGINT) AS step, "
-            "CAST(NULL AS INTEGER) AS target, "
-            + ", ".join(f"CAST(NULL AS FLOAT) AS {c}" for c in ("loss", "margin", "target_logit", "other_logit"))
-            + ", CAST(NULL AS INTEGER) AS other_class, CAST(NULL AS FLOAT) AS prob, CAST(NULL AS INTEGER) AS pred, "
-            "CAST(NULL AS FLOAT) AS el2n, CAST(NULL AS INTEGER) AS attempt, CAST(NULL AS INTEGER) AS rank, "
-            "CAST(NULL AS VARCHAR) AS split, CAST(NULL AS BIGINT) AS epoch WHERE false"
-        )
+        raw = raw_records_stub(sql_id)
     attempts = (
         "SELECT attempt, start_epoch, coalesce(min(start_epoch) OVER (ORDER BY attempt "
         "ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 9223372036854775807) AS end_epoch, "
         f"world_size, started_at FROM read_json({attempts_glob}, columns = {{attempt: 'INTEGER', "
         "start_epoch: 'BIGINT', world_size: 'INTEGER', started_at: 'VARCHAR'}) WHERE start_epoch IS NOT NULL"
     )
-    records = f"SELECT * FROM raw_records WHERE {records_filter(attempt_starts)}"
-    averaged = ", ".join(f"avg({c}) AS {c}" for c in EPOCH_STATS_COLUMNS)
-    epoch_stats = (
-        f"SELECT split, epoch, sample_id, any_value(target) AS target, {averaged}, "
-        "avg(CASE WHEN pred = target THEN 1.0 ELSE 0.0 END) AS correct, count(*) AS observations "
-        "FROM records GROUP BY split, epoch, sample_id"
-    )
-    if has_samples:
-        samples = f"SELECT * FROM read_parquet({samples_glob}, union_by_name = true)"
-    else:
-        samples = (
-            f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS INTEGER) AS label, "
-            "CAST(NULL AS INTEGER) AS target, "
-            "CAST(NULL AS BOOLEAN) AS is_threshold, CAST(NULL AS VARCHAR) AS probe, "
-            "CAST(NULL AS VARCHAR) AS probe_role WHERE false"
-        )
+    records = records_select(attempt_starts)
+    samples = f"SELECT * FROM read_parquet({samples_glob}, union_by_name = true)" if has_samples else \
+        samples_stub(sql_id)
     return {
         "raw_records": raw,
         "attempts": attempts,
         "records": records,
-        "epoch_stats": epoch_stats,
+        "epoch_stats": EPOCH_STATS_SELECT,
         "samples": samples,
     }

@@ -20,13 +20,16 @@ observed AS (
 ),
 votes AS (
     SELECT sample_id, pred, count(*) AS n FROM observed GROUP BY sample_id, pred
+),
+ranked AS (
+    SELECT sample_id, pred, row_number() OVER (PARTITION BY sample_id ORDER BY n DESC, pred ASC) AS place
+    FROM votes
 )
 SELECT
     o.sample_id,
     any_value(o.epoch) AS last_epoch,
     avg(o.prob) AS p_target,
-    any_value(v.predicted) AS predicted
+    any_value(v.pred) AS predicted
 FROM observed AS o
-JOIN (SELECT sample_id, first(pred ORDER BY n DESC, pred ASC) AS predicted FROM votes GROUP BY sample_id) AS v
-  USING (sample_id)
+JOIN ranked AS v ON v.sample_id = o.sample_id AND v.place = 1
 GROUP BY o.sample_id

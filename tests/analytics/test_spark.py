@@ -1,0 +1,106 @@
+"""The Spark engine: the same views and sql/ files give the DuckDB results (local[2]; skipped without
+pyspark or Java)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from polars.testing import assert_frame_equal
+
+import analytics
+from analytics.cli import main
+from analytics.spark import spark_dialect, spark_session
+from recorder import Recorder
+
+pytest.importorskip("pyspark")
+if shutil.which("java") is None:
+    pytest.skip("Spark needs Java (17+)", allow_module_level=True)
+
+
+# both engines aggregate float32 columns in double precision, in different orders: last-bit differences
+CLOSE = {"check_exact": False, "rel_tol": 1e-9, "abs_tol": 1e-12, "check_dtypes": False}
+
+
+@pytest.fixture(scope="module")
+def spark():
+    return spark_session("local[2]")
+
+
+def _same(duck: pl.DataFrame, spark_frame: pl.DataFrame) -> None:
+    assert spark_frame.columns == duck.columns
+    assert_frame_equal(spark_frame.sort("sample_id"), duck.sort("sample_id"), **CLOSE)
+
+
+def test_every_score_equals_duckdb(scored_run, spark) -> None:
+    path, _ = scored_run
+    with analytics.open_run(path) as duck, analytics.open_run(path, engine="spark", spark=spark) as on_spark:
+        for name, kwargs in [("aum", {}), ("aum", {"per_update": True}), ("aum", {"epochs": range(1, 4)}),
+                             ("aul", {}), ("data_map", {}), ("forgetting", {}), ("el2n", {}),
+                             ("el2n", {"epochs": range(0, 3)})]:
+            _same(getattr(duck, name)(**kwargs), getattr(on_spark, name)(**kwargs))
+        assert on_spark.threshold_cutoff(percentile=90) == pytest.approx(duck.threshold_cutoff(percentile=90),
+                                                                         rel=1e-12)
+        _same(duck.scores(), on_spark.scores())
+        _same(duck.query("last_epoch", split="train", epoch_from=0, epoch_to=6),
+              on_spark.query("last_epoch", split="train", epoch_from=0, epoch_to=6))
+        assert on_spark.info()["splits"] == duck.info()["splits"]
+        assert on_spark.epochs() == duck.epochs() == list(range(6))
+
+
+def test_a_resumed_run_counts_each_epoch_once_on_spark(tmp_path, spark) -> None:
+    path = tmp_path / "run"
+    for attempt, epochs in enumerate((range(0, 4), range(2, 5))):
+        with Recorder(path, num_classes=2) as rec:
+            for epoch in epochs:
+                logits = torch.zeros(4, 2)
+                logits[:, 0] = 10 * attempt + epoch
+                rec.log(torch.arange(4), logits, torch.zeros(4, dtype=torch.long), epoch=epoch)
+    with analytics.open_run(path, engine="spark", spark=spark) as run:
+        aum = run.aum()
+        attempts = run.sql("SELECT attempt, start_epoch, end_epoch FROM attempts ORDER BY attempt")
+    assert aum["aum"].to_list() == [pytest.approx(np.mean([0, 1, 12, 13, 14]))] * 4
+    assert attempts.rows() == [(0, 0, 2), (1, 2, 9223372036854775807)]
+
+
+def test_gmm_on_the_executors_equals_the_driver_fit(scored_run, spark, tmp_path) -> None:
+    path, _ = scored_run
+    with analytics.open_run(path) as duck:
+        expected = duck.scores()
+    with analytics.open_run(path, engine="spark", spark=spark) as on_spark:
+        rows = on_spark.write_scores(tmp_path / "scores.parquet")
+    written = pl.read_parquet(tmp_path / "scores.parquet" / "*.parquet")
+    assert rows == written.height == expected.height
+    _same(expected, written.select(expected.columns))
+    assert written["gmm_flagged"].sum() == expected["gmm_flagged"].sum() > 0
+
+
+def test_parameters_stay_data_on_spark(scored_run, spark) -> None:
+    path, _ = scored_run
+    with analytics.open_run(path, engine="spark", spark=spark) as run:
+        hostile = run.sql("SELECT count(*) AS n FROM records WHERE split = $split", {"split": "train' OR '1'='1"})
+        assert hostile["n"][0] == 0
+        assert run.sql("SELECT count(*) AS n FROM records WHERE split = :split", {"split": "train"})["n"][0] == 780
+
+
+def test_dialect_switch_rewrites_markers_only() -> None:
+    assert spark_dialect("WHERE a = $split AND b < $epoch_to -- $x") == "WHERE a = :split AND b < :epoch_to -- :x"
+
+
+def test_cli_scores_on_spark(scored_run, spark, tmp_path, capsys) -> None:
+    path, _ = scored_run
+    out = tmp_path / "scores.parquet"
+    assert main(["score", str(path), "--engine", "spark", "--master", "local[2]", "--out", str(out)]) == 0
+    assert "wrote 120 samples" in capsys.readouterr().out
+    assert pl.read_parquet(out / "*.parquet").height == 120
+    assert main(["sql", str(path), "SELECT nope FROM records", "--engine", "spark"]) == 1
+    assert "tdlog sql: error:" in capsys.readouterr().err
+
+
+def test_unknown_engine_is_a_clear_error(scored_run) -> None:
+    path, _ = scored_run
+    with pytest.raises(ValueError, match="engine: expected 'duckdb' or 'spark', got 'presto'"):
+        analytics.open_run(path, engine="presto")
