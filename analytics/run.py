@@ -270,10 +270,7 @@ class Run:
         recorded epochs in ``epochs`` up to ``upto_epoch`` (the online variant); see :mod:`analytics.mapd`.
         ``device``: ``"auto"`` (GPU when FAISS can use one), ``"cpu"`` or ``"cuda"``. ``block_values``:
         trajectory values (samples x epochs) held at a time, about 4 bytes each."""
-        lower, upper = self._bounds(epochs)
-        epoch_list = [e for e in self.epochs(split) if lower <= e < upper and (upto_epoch is None or e <= upto_epoch)]
-        if not epoch_list:
-            raise ValueError(f"epochs: no recorded epochs of split {split!r} in the range asked for")
+        epoch_list = self._mapd_epochs(epochs, upto_epoch, split)
         id_range = None
         if self.manifest.get("sample_id_type") == "int64":
             id_range = dense_id_range(self.connection, records_files(self.path.resolve()))
@@ -291,6 +288,14 @@ class Run:
             parts.append(pl.DataFrame({"sample_id": ids, **columns,
                                        "mapd_suite": pl.Series(index.suites)[votes.argmax(1)]}))
         return pl.concat(parts)
+
+    def _mapd_epochs(self, epochs: range | None, upto_epoch: int | None, split: str) -> list[int]:
+        """The recorded epochs a MAP-D trajectory spans."""
+        lower, upper = self._bounds(epochs)
+        epoch_list = [e for e in self.epochs(split) if lower <= e < upper and (upto_epoch is None or e <= upto_epoch)]
+        if not epoch_list:
+            raise ValueError(f"epochs: no recorded epochs of split {split!r} in the range asked for")
+        return epoch_list
 
     def _probe_index(self, k, suites, split, epoch_list, device, blocks) -> ProbeIndex:
         """FAISS index over the reference probes' trajectories, taken from ``blocks`` (holding every sample)

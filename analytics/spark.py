@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -28,6 +29,7 @@ from recorder.manifest import attempt_files
 
 from . import queries
 from .gmm import DEFAULT_FIT_SAMPLE, fit_mixture
+from .mapd import forward_fill
 from .run import Run, _early_end
 from .views import EPOCH_STATS_SELECT, raw_records_stub, records_select, samples_stub
 
@@ -177,8 +179,59 @@ class SparkRun(Run):
             real = real.sample(fraction=min(1.0, 1.1 * fit_sample / count), seed=seed).limit(fit_sample)
         return to_polars(real.select("sample_id", "aul").orderBy("sample_id"))["aul"].to_numpy()
 
-    def mapd(self, **kwargs: Any) -> pl.DataFrame:
-        raise NotImplementedError("mapd: not available on the Spark engine yet; open the run with engine='duckdb'")
+    def mapd(
+        self,
+        *,
+        k: int = 20,
+        suites: list[str] | None = None,
+        epochs: range | None = None,
+        upto_epoch: int | None = None,
+        split: str = "train",
+        device: str = "auto",
+        block_values: int | None = None,
+    ) -> pl.DataFrame:
+        """:meth:`analytics.run.Run.mapd` on Spark, collected as Polars; see :meth:`mapd_frame`."""
+        return to_polars(self.mapd_frame(k=k, suites=suites, epochs=epochs, upto_epoch=upto_epoch, split=split,
+                                         device=device))
+
+    def mapd_frame(self, *, k: int = 20, suites: list[str] | None = None, epochs: range | None = None,
+                   upto_epoch: int | None = None, split: str = "train", device: str = "auto") -> DataFrame:
+        """MAP-D as a lazy Spark DataFrame: each sample's per-epoch mean losses gathered into one row by
+        the executors, the reference probes' trajectories collected to the driver and shipped with the
+        task, and each partition searched with FAISS (``mapInArrow``). Same columns and values as
+        :meth:`analytics.run.Run.mapd`. On a cluster, tdlog and FAISS must be installed on the executors."""
+        epoch_list = self._mapd_epochs(epochs, upto_epoch, split)
+        points = self.frame(
+            "SELECT sample_id, collect_list(named_struct('epoch', epoch, 'loss', loss)) AS points FROM epoch_stats "
+            "WHERE split = $split AND epoch >= $epoch_from AND epoch <= $epoch_last GROUP BY sample_id",
+            {"split": split, "epoch_from": epoch_list[0], "epoch_last": epoch_list[-1]})
+        reference = self.sql("SELECT sample_id, probe FROM samples WHERE probe IS NOT NULL AND probe_role = "
+                             "'reference'")
+        if suites is not None:
+            reference = reference.filter(pl.col("probe").is_in(suites))
+        probe_points = to_polars(points.join(self.spark.createDataFrame(reference.to_arrow()), "sample_id"))
+        if probe_points.height < k:
+            raise ValueError(f"k: expected at most the number of reference probes with records, "
+                             f"{probe_points.height}, got {k}")
+        probe_matrix = points_matrix(probe_points["points"].to_arrow(), epoch_list)
+        probe_suites = probe_points["probe"].to_numpy()
+        names = sorted(set(probe_suites.tolist()))
+        id_type = points.schema["sample_id"].dataType.simpleString()
+        schema = f"sample_id {id_type}, " + ", ".join(f"p_{name} DOUBLE" for name in names) + ", mapd_suite STRING"
+
+        def search(batches):
+            from analytics.mapd import ProbeIndex
+
+            index = ProbeIndex.build(probe_matrix, probe_suites, device=device)
+            for batch in batches:
+                votes = index.vote(points_matrix(batch.column("points"), epoch_list), k)
+                yield pa.RecordBatch.from_arrays(
+                    [batch.column("sample_id"), *(pa.array(votes[:, j]) for j in range(len(names))),
+                     pa.array(np.asarray(names)[votes.argmax(1)] if len(votes) else [], pa.string())],
+                    names=["sample_id", *(f"p_{name}" for name in names), "mapd_suite"])
+
+        return points.mapInArrow(search, schema)
+
 
     def close(self) -> None:
         """Drop this run's views (the session stays: it may be shared)."""
@@ -198,3 +251,18 @@ def _posterior(x, model, noisy: int):
         return F.lit(constant) - (x - F.lit(mean)) ** 2 / F.lit(2 * variance)
 
     return 1 / (1 + F.exp(log_density(1 - noisy) - log_density(noisy)))
+
+
+def points_matrix(points: pa.Array | pa.ChunkedArray, epochs: list[int]) -> np.ndarray:
+    """``list<struct<epoch, loss>>`` per sample -> ``[n, len(epochs)]`` float32 trajectories, forward-filled
+    (the epochs are every recorded epoch of the range, so each point has its column)."""
+    if isinstance(points, pa.ChunkedArray):
+        points = points.combine_chunks()
+    lengths = points.value_lengths().to_numpy(zero_copy_only=False)
+    flat = points.flatten()
+    column_of = np.full(epochs[-1] - epochs[0] + 1, -1, dtype=np.int64)
+    column_of[np.asarray(epochs) - epochs[0]] = np.arange(len(epochs))
+    columns = column_of[flat.field("epoch").to_numpy(zero_copy_only=False) - epochs[0]]
+    matrix = np.full((len(lengths), len(epochs)), np.nan, dtype=np.float32)
+    matrix[np.repeat(np.arange(len(lengths)), lengths), columns] = flat.field("loss").to_numpy(zero_copy_only=False)
+    return forward_fill(matrix)

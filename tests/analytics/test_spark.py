@@ -16,6 +16,8 @@ from analytics.cli import main
 from analytics.spark import spark_dialect, spark_session
 from recorder import Recorder
 
+from .test_mapd import write_probe_run
+
 pytest.importorskip("pyspark")
 if shutil.which("java") is None:
     pytest.skip("Spark needs Java (17+)", allow_module_level=True)
@@ -104,3 +106,20 @@ def test_unknown_engine_is_a_clear_error(scored_run) -> None:
     path, _ = scored_run
     with pytest.raises(ValueError, match="engine: expected 'duckdb' or 'spark', got 'presto'"):
         analytics.open_run(path, engine="presto")
+
+
+@pytest.mark.parametrize("skip_epoch", [None, 2])
+def test_mapd_on_spark_equals_duckdb(tmp_path, spark, skip_epoch) -> None:
+    """Probe trajectories shipped to the executors, FAISS per partition: the DuckDB votes, with a sample
+    seen twice in an epoch, one that misses an epoch and (parametrised) an epoch nobody was logged in."""
+    path = tmp_path / "run"
+    write_probe_run(path, skip_epoch=skip_epoch)
+    with analytics.open_run(path) as duck, analytics.open_run(path, engine="spark", spark=spark) as on_spark:
+        expected = duck.mapd(k=5, device="cpu").sort("sample_id")
+        assert on_spark.mapd(k=5, device="cpu").sort("sample_id").equals(expected)
+        online = on_spark.mapd(k=5, upto_epoch=1, suites=["clean", "random_labels"])
+        assert online.sort("sample_id").equals(
+            duck.mapd(k=5, upto_epoch=1, suites=["clean", "random_labels"]).sort("sample_id"))
+        assert "mapd_suite" in on_spark.scores().columns
+        with pytest.raises(ValueError, match="k: expected at most the number of reference probes with records"):
+            on_spark.mapd(k=10_000)
