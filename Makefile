@@ -26,6 +26,7 @@ bench: $(STAMP)  # quick sizes; see the README for the full-size commands
 	$(BIN)/python benchmarks/recorder.py
 	$(BIN)/python benchmarks/engine.py --small
 	$(BIN)/python benchmarks/mapd.py --small
+	$(BIN)/python benchmarks/spark.py --small
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
