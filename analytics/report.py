@@ -194,7 +194,7 @@ def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gal
     sections["Data map"] = _img(data_map(scores), "data map")
     sections["Forgetting events"] = _img(forgetting_histogram(scores), "forgetting histogram")
     if "mapd_suite" in scores.columns:
-        confusion = run.mapd_accuracy(split=split)
+        confusion = run.mapd_accuracy(assigned=scores.select("sample_id", "mapd_suite"))
         sections["MAP-D"] = (
             _img(mapd_trajectories(run.sql(MAPD_TRAJECTORIES, {"split": split})), "MAP-D loss trajectories")
             + (_img(confusion_matrix(confusion), "MAP-D confusion matrix") + html_table(confusion) if confusion.height

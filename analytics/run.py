@@ -317,10 +317,13 @@ class Run:
         return ProbeIndex.build(trajectories, labels, device=device)
 
     def mapd_accuracy(self, *, k: int = 20, epochs: range | None = None, split: str = "train",
-                      device: str = "auto") -> pl.DataFrame:
+                      device: str = "auto", assigned: pl.DataFrame | None = None) -> pl.DataFrame:
         """Confusion matrix of MAP-D on the held-out probes: one row per (true) ``probe`` suite, one count
-        column per assigned suite, and ``accuracy`` = share assigned to their own suite."""
-        assigned = self.mapd(k=k, epochs=epochs, split=split, device=device)
+        column per assigned suite, and ``accuracy`` = share assigned to their own suite. ``assigned``: a
+        table with ``sample_id, mapd_suite`` already computed (e.g. :meth:`scores`), instead of running
+        :meth:`mapd` with ``k``, ``epochs``, ``split`` and ``device``."""
+        if assigned is None:
+            assigned = self.mapd(k=k, epochs=epochs, split=split, device=device)
         heldout = self.sql("SELECT sample_id, probe FROM samples WHERE probe IS NOT NULL AND probe_role = 'heldout'")
         joined = heldout.join(assigned.select("sample_id", "mapd_suite"), on="sample_id", how="inner")
         table = joined.pivot(on="mapd_suite", index="probe", values="sample_id", aggregate_function="len")

@@ -149,6 +149,7 @@ def test_heldout_probes_are_assigned_far_above_chance(probe_run) -> None:
     with analytics.open_run(path) as run:
         confusion = run.mapd_accuracy(k=10)
         online = run.mapd(k=10, upto_epoch=1)
+        assert run.mapd_accuracy(assigned=online).equals(run.mapd_accuracy(k=10, epochs=range(0, 2)))
     assert confusion["probe"].to_list() == sorted(SUITE_LEVELS)
     assert confusion["accuracy"].min() > 0.8  # chance is 1/3
     assert online.height == REAL + PER_SUITE * len(SUITE_LEVELS)
