@@ -14,6 +14,7 @@ pyspark is optional: ``pip install 'tdlog[spark]'`` (Spark 4 needs Java 17 or ne
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -46,13 +47,17 @@ def spark_dialect(query: str) -> str:
 
 def spark_session(master: str = "local[2]", *, config: Mapping[str, str] | None = None) -> SparkSession:
     """A ``SparkSession`` on ``master`` (``local[2]``, ``spark://host:7077``, ``yarn``, ...) for tdlog;
-    ``config``: extra Spark settings (e.g. ``{"spark.executor.memory": "8g"}``)."""
+    ``config``: extra Spark settings (e.g. ``{"spark.executor.memory": "8g"}``). Python workers run
+    ``PYSPARK_PYTHON``; for a ``local`` master it defaults to this interpreter, on a cluster set it to one
+    with tdlog and FAISS installed on every executor."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as error:
         raise ImportError("engine='spark' needs pyspark: pip install 'tdlog[spark]' (and Java 17+)") from error
     builder = (SparkSession.builder.master(master).appName("tdlog").config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower()))
+    if master.startswith("local"):  # Python workers (MAP-D's mapInArrow) run this interpreter, not PATH's python3
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in (config or {}).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
