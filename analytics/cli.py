@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("run", type=Path, help="run directory")
+        command.add_argument("run", help="run directory, or a URI such as s3://bucket/run (copied to a local cache)")
         command.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
         command.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB (spills beyond)")
         command.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     mapd.add_argument("--priority", type=Path, metavar="FILE", help="training priority (p_clean + 1 - p_target)/2")
 
     report = run_command("report", "self-contained HTML report: score plots, MAP-D, gallery of suspicious samples")
-    report.add_argument("--out", type=Path, default=None, help="report file (default RUN/report.html)")
+    report.add_argument("--out", type=Path, default=None,
+                        help="report file (default RUN/report.html; for a URI, in its local copy)")
     report.add_argument("--split", default="train", help="split (default train)")
     report.add_argument("--gallery", type=int, default=32, help="suspicious samples shown (default 32)")
 
@@ -215,7 +216,7 @@ def _report(args: argparse.Namespace) -> None:
     from .report import write_report
 
     with _open(args) as run:
-        written = write_report(run, args.out or args.run / "report.html", split=args.split, gallery_size=args.gallery)
+        written = write_report(run, args.out or run.path / "report.html", split=args.split, gallery_size=args.gallery)
     print(f"wrote {written}")
 
 

@@ -22,6 +22,7 @@ from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
 from .evaluate import evaluate_scores
 from .gmm import DEFAULT_FIT_SAMPLE, GMMResult, fit_gmm
 from .mapd import BLOCK_VALUES, ProbeIndex, dense_id_range, trajectory_blocks
+from .remote import is_remote, sync_run
 from .views import records_files, view_definitions
 
 ALL_EPOCHS = 2**62  # upper bound of the default epoch range
@@ -418,19 +419,23 @@ def open_run(
     progress: bool | None = None,
     engine: str = "duckdb",
     spark: Any = None,
+    filesystem: Any = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Run:
     """Open the tdlog run at ``path`` read-only, as DuckDB views (see :meth:`Run.view_definitions`).
 
     ``threads`` and ``memory_limit`` (e.g. ``"4GB"``) bound DuckDB; work that does not fit spills to
     ``temp_directory`` (default: ``tdlog-duckdb`` in the system temp folder). ``progress`` shows DuckDB's
     progress bar on long queries (default: when stderr is a terminal). ``engine="spark"`` opens it in the
-    ``SparkSession`` ``spark`` instead (default: a ``local[2]`` one), see :mod:`analytics.spark`. Raises
+    ``SparkSession`` ``spark`` instead (default: a ``local[2]`` one), see :mod:`analytics.spark`. A URI
+    (``s3://bucket/run``) is brought into the local ``cache_dir`` first and the copy is opened, see
+    :mod:`analytics.remote` (``filesystem``: a ``pyarrow.fs.FileSystem`` to read it with). Raises
     ``FileNotFoundError`` if there is no run at ``path`` and ``ValueError`` if it is not a tdlog run or has
     a newer format.
     """
     if engine not in ("duckdb", "spark"):
         raise ValueError(f"engine: expected 'duckdb' or 'spark', got {engine!r}")
-    run_dir = Path(path)
+    run_dir = sync_run(str(path), cache_dir=cache_dir, filesystem=filesystem) if is_remote(path) else Path(path)
     manifest_path = run_dir / MANIFEST
     if not manifest_path.exists():
         raise FileNotFoundError(f"path: no tdlog run at {run_dir} (no {MANIFEST})")

@@ -1,0 +1,88 @@
+"""Runs on object storage: an S3 server (moto's, started by the test) holding a run written by the real
+recorder; open_run and the CLI read it through pyarrow.fs."""
+
+from __future__ import annotations
+
+import socket
+
+import polars as pl
+import pyarrow.fs as pafs
+import pytest
+import torch
+from polars.testing import assert_frame_equal
+
+import analytics
+from analytics.cli import main
+from analytics.remote import is_remote
+from recorder import Recorder
+
+moto_server = pytest.importorskip("moto.server")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory, monkeypatch_module):
+    """An S3 endpoint on localhost with one bucket; yields (filesystem, endpoint)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch_module.setenv(name, value)
+    endpoint = f"127.0.0.1:{port}"
+    filesystem = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
+                                   access_key="testing", secret_key="testing", allow_bucket_creation=True)
+    filesystem.create_dir("runs")
+    yield filesystem, endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def _record(path, epochs: range) -> None:
+    with Recorder(path, num_classes=3) as rec:
+        if epochs.start == 0:
+            rec.register_samples(torch.arange(20), torch.arange(20) % 3)
+        generator = torch.Generator().manual_seed(epochs.start)
+        for epoch in epochs:
+            rec.log(torch.arange(20), torch.randn(20, 3, generator=generator), torch.arange(20) % 3, epoch=epoch)
+
+
+def test_a_run_on_s3_reads_as_the_local_run(s3, tmp_path) -> None:
+    filesystem, endpoint = s3
+    local = tmp_path / "run"
+    _record(local, range(0, 3))
+    pafs.copy_files(str(local), "runs/exp1", destination_filesystem=filesystem)
+    cache = tmp_path / "cache"
+    with analytics.open_run("s3://runs/exp1", filesystem=filesystem, cache_dir=cache) as remote, \
+            analytics.open_run(local) as here:
+        assert_frame_equal(remote.scores(), here.scores())
+    samples_file = next((cache / "samples").glob("*.parquet"))
+    first_copy = samples_file.stat().st_mtime_ns, sorted(p.name for p in cache.rglob("*.parquet"))
+
+    _record(local, range(3, 5))  # a restart: new write-once files, a new attempt file
+    pafs.copy_files(str(local), "runs/exp1", destination_filesystem=filesystem)
+    uri = f"s3://runs/exp1?endpoint_override={endpoint}&scheme=http"
+    with analytics.open_run(uri, cache_dir=cache) as remote, analytics.open_run(local) as here:
+        assert remote.epochs() == [0, 1, 2, 3, 4]
+        assert_frame_equal(remote.aum(), here.aum())
+    assert samples_file.stat().st_mtime_ns == first_copy[0]  # unchanged files are not fetched again
+    assert len(list(cache.rglob("*.parquet"))) > len(first_copy[1])
+    assert not list(cache.rglob("*.partial"))
+
+
+def test_cli_reads_a_uri_and_a_missing_remote_run_is_a_clear_error(s3, tmp_path, capsys) -> None:
+    filesystem, endpoint = s3
+    _record(tmp_path / "run", range(0, 2))
+    pafs.copy_files(str(tmp_path / "run"), "runs/cli", destination_filesystem=filesystem)
+    out = tmp_path / "scores.parquet"
+    assert main(["score", f"s3://runs/cli?endpoint_override={endpoint}&scheme=http", "--out", str(out)]) == 0
+    assert pl.read_parquet(out).height == 20
+    assert main(["info", f"s3://runs/nothing-here?endpoint_override={endpoint}&scheme=http"]) == 1
+    assert "error: path: no tdlog run at s3://runs/nothing-here" in capsys.readouterr().err
+    assert is_remote("s3://b/r") and not is_remote("runs/exp1") and not is_remote("file:///tmp/run")
