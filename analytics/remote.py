@@ -5,7 +5,8 @@ copy with either engine. The copy is incremental: records and samples files have
 (``part-a{attempt}-r{rank}-s{seq}.parquet``), so a file already in the cache with the same size is never
 fetched again; ``run.json`` and the attempt files, which change, are fetched every time; ``_staging/`` is
 never read. Each file lands in the cache under a temporary name and is renamed into place, so a copy
-interrupted half-way leaves only complete files. Credentials and endpoints come from the URI
+interrupted half-way leaves only complete files. A run written by ``Recorder("s3://...")`` lists its
+committed data files in ``_committed/*.json``; only listed files are taken. Credentials and endpoints come from the URI
 (``s3://bucket/run?endpoint_override=host:9000&scheme=http``), the usual environment variables, or an
 explicit ``pyarrow.fs.FileSystem``.
 """
@@ -13,13 +14,15 @@ explicit ``pyarrow.fs.FileSystem``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from recorder.format import ATTEMPTS_DIR, MANIFEST, STAGING_DIR
+from recorder.format import ATTEMPTS_DIR, MANIFEST, RECORDS_DIR, SAMPLES_DIR, STAGING_DIR
+from recorder.remote import COMMITTED_DIR
 
 COPY_CHUNK = 1 << 22
 
@@ -47,15 +50,30 @@ def sync_run(uri: str, *, cache_dir: str | os.PathLike | None = None,
     relative = {f.path[len(root) + 1:]: f for f in files}
     if MANIFEST not in relative:
         raise FileNotFoundError(f"path: no tdlog run at {uri} (no {MANIFEST})")
+    committed = _committed_files(filesystem, [f for n, f in relative.items() if n.startswith(COMMITTED_DIR + "/")])
     for name, info in relative.items():
-        if name.startswith(STAGING_DIR + "/"):
+        if name.startswith((STAGING_DIR + "/", COMMITTED_DIR + "/")):
             continue
+        if committed is not None and name.startswith((RECORDS_DIR + "/", SAMPLES_DIR + "/")) and name not in committed:
+            continue  # uploaded, but its writer had not listed it yet: not committed
         target = local / name
         changes = name == MANIFEST or name.startswith(ATTEMPTS_DIR + "/")
         if not changes and target.exists() and target.stat().st_size == info.size:
             continue
         _copy(filesystem, info.path, target)
     return local
+
+
+def _committed_files(filesystem: pafs.FileSystem, manifests: list[pafs.FileInfo]) -> set[str] | None:
+    """Data files listed by the recorder's committed-files manifests; ``None`` for a run uploaded by other
+    means (no manifests: every file counts)."""
+    if not manifests:
+        return None
+    listed: set[str] = set()
+    for info in manifests:
+        with filesystem.open_input_stream(info.path) as stream:
+            listed.update(json.loads(stream.read())["files"])
+    return listed
 
 
 def _copy(filesystem: pafs.FileSystem, source: str, target: Path) -> None:

@@ -14,6 +14,7 @@ import torch
 from . import manifest as manifest_io
 from .commit import commit_table
 from .format import LOGITS_DTYPES, LOGITS_MODES, SAMPLES_DIR, part_name
+from .remote import RemoteMirror, is_uri
 from .samples import build_samples_table, drop_already_registered, read_registered
 from .stats import batch_statistics, kept_logits
 from .validate import (
@@ -63,7 +64,8 @@ class Recorder:
     earlier attempt's rows for those epochs (nothing is double counted).
 
     Args:
-        path: run directory, created if missing.
+        path: run directory, created if missing; or an object-store URI (``s3://bucket/run``, see
+            :mod:`recorder.remote`): files are committed in ``local_dir`` and uploaded.
         num_classes: number of real classes ``C``.
         with_threshold_class: the model has ``C + 1`` outputs, the extra class ``C`` holding threshold
             samples (see :func:`recorder.threshold_samples`).
@@ -78,6 +80,10 @@ class Recorder:
         max_pending: chunks queued for the writer thread before :meth:`log` waits (back-pressure).
         start_epoch: first epoch of this attempt; by default the first epoch it logs.
         metadata: JSON-serialisable dict stored in ``run.json`` under ``config`` (new runs only).
+        local_dir: with a URI ``path``, the local mirror files are committed in first (default: a new
+            temporary folder).
+        filesystem: with a URI ``path``, the ``pyarrow.fs.FileSystem`` to write with (default: from the URI,
+            e.g. ``s3://bucket/run?endpoint_override=host:9000&scheme=http``, and the environment).
     """
 
     def __init__(
@@ -96,6 +102,8 @@ class Recorder:
         coalesce_rows: int = 8192,
         start_epoch: int | None = None,
         metadata: dict[str, Any] | None = None,
+        local_dir: str | os.PathLike | None = None,
+        filesystem: Any = None,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
@@ -114,7 +122,8 @@ class Recorder:
                 f"got {flush_rows}, {flush_seconds}, {max_pending}, {coalesce_rows}"
             )
         self.default_split = check_split(split)
-        self.path = Path(path)
+        self.remote = RemoteMirror(str(path), local_dir=local_dir, filesystem=filesystem) if is_uri(path) else None
+        self.path = self.remote.pull() if self.remote is not None else Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.rank, self.world_size = _distributed_rank_and_size()
         manifest = manifest_io.create_or_validate(
@@ -125,6 +134,8 @@ class Recorder:
         self._start_epoch_known = start_epoch is not None
         if self.rank == 0:
             manifest_io.clear_stale_staging(self.path, self.attempt)
+        if self.remote is not None:
+            self.remote.start(self.attempt, self.rank)
         self._writer_options = {
             "logits": logits,
             "topk": topk,
@@ -263,6 +274,7 @@ class Recorder:
                 attempt=self.attempt,
                 rank=self.rank,
                 num_outputs=self.num_outputs,
+                on_commit=self.remote.push if self.remote is not None else None,
                 **self._writer_options,
             )
             self._writer = RecordWriter(config, on_nonfinite=self._count_nonfinite)
@@ -336,6 +348,8 @@ class Recorder:
                 name = part_name(self.attempt, self.rank, self._samples_seq)
                 commit_table(self.path, f"{SAMPLES_DIR}/{name}", table)
                 self._samples_seq += 1
+        if self.remote is not None:
+            self.remote.push()
         return table.num_rows
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -345,6 +359,8 @@ class Recorder:
         self._submit_pending()
         if self._writer is not None:
             self._writer.flush()
+        if self.remote is not None:
+            self.remote.push()
         self._raise_pending_errors()
 
     def close(self) -> None:
@@ -356,6 +372,8 @@ class Recorder:
         _OPEN_RECORDERS.discard(self)
         if self._writer is not None:
             self._writer.close()
+        if self.remote is not None:
+            self.remote.push()  # run.json's last counts and anything committed at close
         self._raise_pending_errors()
 
     def __enter__(self) -> Recorder:

@@ -86,3 +86,35 @@ def test_cli_reads_a_uri_and_a_missing_remote_run_is_a_clear_error(s3, tmp_path,
     assert main(["info", f"s3://runs/nothing-here?endpoint_override={endpoint}&scheme=http"]) == 1
     assert "error: path: no tdlog run at s3://runs/nothing-here" in capsys.readouterr().err
     assert is_remote("s3://b/r") and not is_remote("runs/exp1") and not is_remote("file:///tmp/run")
+
+
+def _record_to(target, epochs: range, **options) -> None:
+    with Recorder(target, num_classes=3, **options) as rec:
+        if epochs.start == 0:
+            rec.register_samples(torch.arange(20), torch.arange(20) % 3)
+        generator = torch.Generator().manual_seed(epochs.start)
+        for epoch in epochs:
+            rec.log(torch.arange(20), torch.randn(20, 3, generator=generator), torch.arange(20) % 3, epoch=epoch)
+
+
+def test_the_recorder_writes_to_s3_and_resumes_there(s3, tmp_path) -> None:
+    """Recorder("s3://...") commits locally, uploads write-once files and a committed-files manifest; a
+    restart continues the run as a new attempt; an uploaded file no manifest lists is not read."""
+    filesystem, _ = s3
+    for epochs in (range(0, 3), range(2, 4)):  # the second attempt re-logs epoch 2
+        _record_to("s3://runs/direct", epochs, filesystem=filesystem, local_dir=tmp_path / f"mirror{epochs.start}")
+        _record_to(tmp_path / "local", epochs)
+    names = {f.path.split("runs/direct/", 1)[1] for f in filesystem.get_file_info(
+        pafs.FileSelector("runs/direct", recursive=True)) if f.type == pafs.FileType.File}
+    assert {"run.json", "_attempts/attempt-0.json", "_attempts/attempt-1.json",
+            "_committed/a0-r0.json", "_committed/a1-r0.json"} <= names
+    stray = "runs/direct/records/split=train/epoch=0/part-a9-r0-s0.parquet"  # a writer killed before its manifest
+    with filesystem.open_output_stream(stray) as stream, \
+            open(next((tmp_path / "local" / "records" / "split=train" / "epoch=0").glob("*.parquet")), "rb") as part:
+        stream.write(part.read())
+    with analytics.open_run("s3://runs/direct", filesystem=filesystem, cache_dir=tmp_path / "cache") as remote, \
+            analytics.open_run(tmp_path / "local") as here:
+        assert_frame_equal(remote.scores(), here.scores())
+        assert remote.info()["attempts"] == [{k: v for k, v in a.items()} for a in here.info()["attempts"]]
+        assert remote.sql("SELECT count(*) AS n FROM samples")["n"][0] == 20
+    assert not (tmp_path / "cache" / "records" / "split=train" / "epoch=0" / "part-a9-r0-s0.parquet").exists()
