@@ -22,6 +22,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from .gmm import fit_gmm
+from .threshold import cutoff_of
 
 if TYPE_CHECKING:
     from .run import Run
@@ -182,8 +183,7 @@ def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gal
     ``{heading: html}`` sections at the top (the demo puts its evaluation tables there)."""
     scores = run.scores(split=split)
     sections = dict(extra_sections or {})
-    has_threshold = bool(scores["is_threshold"].any())
-    cutoff = run.threshold_cutoff(split=split) if has_threshold else None
+    cutoff = cutoff_of(scores)
     sections["AUM"] = _img(aum_histogram(scores, cutoff), "AUM histogram")
     if "p_mislabeled" in scores.columns:
         fitted = fit_gmm(run._real_samples(scores), "aul")  # the fit scores() made, without re-querying

@@ -23,6 +23,7 @@ from .evaluate import evaluate_scores
 from .gmm import DEFAULT_FIT_SAMPLE, GMMResult, fit_gmm
 from .mapd import BLOCK_VALUES, ProbeIndex, dense_id_range, trajectory_blocks
 from .remote import is_remote, sync_run
+from .threshold import cutoff_of
 from .views import records_files, view_definitions
 
 ALL_EPOCHS = 2**62  # upper bound of the default epoch range
@@ -185,11 +186,8 @@ class Run:
         Definitions as in :meth:`aum`, :meth:`aul`, :meth:`data_map`, :meth:`el2n`, :meth:`forgetting`,
         :meth:`threshold_cutoff` and :meth:`gmm`."""
         table = self._score_table(epochs, split, el2n_epochs)
-        if table.height and table["is_threshold"].any():
-            if not 0 <= percentile <= 100:
-                raise ValueError(f"percentile: expected a value in [0, 100], got {percentile}")
-            # the threshold_cutoff.sql definition, on the AUM just computed (no second pass over the records)
-            cutoff = table.filter("is_threshold")["aum"].quantile(percentile / 100, interpolation="linear")
+        cutoff = cutoff_of(table, percentile)  # on the AUM just computed: no second pass over the records
+        if cutoff is not None:
             table = table.with_columns(aum_flagged=(pl.col("aum") < cutoff) & ~pl.col("is_threshold"))
         real = self._real_samples(table)
         if real["aul"].is_not_null().sum() >= 2:

@@ -1,4 +1,5 @@
-"""Combine two (or more) runs whose threshold samples are disjoint (DESIGN.md, Threshold samples)."""
+"""The threshold-sample cutoff of a score table, and combining two (or more) runs whose threshold samples
+are disjoint (DESIGN.md, Threshold samples)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ if TYPE_CHECKING:
     from .run import Run
 
 RULES = ("all", "any", "mean")
+
+
+def cutoff_of(scores: pl.DataFrame, percentile: float = 99) -> float | None:
+    """``threshold_cutoff.sql`` on a score table already computed: the ``percentile``-th percentile (linear
+    interpolation, as ``numpy.percentile``) of the AUM of the rows with ``is_threshold``; ``None`` when
+    there are none."""
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile: expected a value in [0, 100], got {percentile}")
+    threshold_aum = scores.filter("is_threshold")["aum"]
+    return threshold_aum.quantile(percentile / 100, interpolation="linear") if threshold_aum.len() else None
 
 
 def combine_threshold_runs(

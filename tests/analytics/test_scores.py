@@ -9,6 +9,7 @@ from aum import AUMCalculator
 from sklearn.mixture import GaussianMixture
 
 import analytics
+from analytics.threshold import cutoff_of
 
 from .conftest import NUM_SAMPLES, write_scored_run
 from .reference import forgetting, per_epoch_means, record_statistics
@@ -130,6 +131,11 @@ def test_threshold_cutoff_is_the_percentile_of_threshold_aum(scored_run, referen
                 np.percentile(threshold_aum, percentile), abs=1e-5)
         with pytest.raises(ValueError, match=r"percentile: expected a value in \[0, 100\], got 101"):
             run.threshold_cutoff(percentile=101)
+        scores = run.scores()
+        assert cutoff_of(scores, 90) == pytest.approx(run.threshold_cutoff(percentile=90), rel=1e-12)
+        assert cutoff_of(scores.with_columns(is_threshold=False)) is None
+        with pytest.raises(ValueError, match=r"percentile: expected a value in \[0, 100\], got -1"):
+            run.scores(percentile=-1)
 
 
 def test_run_without_threshold_samples_says_so(small_run) -> None:
