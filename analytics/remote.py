@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from recorder.format import ATTEMPTS_DIR, MANIFEST, RECORDS_DIR, SAMPLES_DIR, STAGING_DIR
+from recorder.format import ATTEMPTS_DIR, MANIFEST, RECORDS_DIR, SAMPLES_DIR
 from recorder.remote import COMMITTED_DIR
 
 COPY_CHUNK = 1 << 22
@@ -33,47 +33,70 @@ def is_remote(path: str | os.PathLike) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
+class RunStore:
+    """A run folder read through ``pyarrow.fs``: a local path or a URI (``s3a://`` is read as ``s3://``
+    here; Spark keeps its own scheme). ``listing()`` gives every file by its name in the run; the data
+    files are the committed ones (:meth:`data_files`)."""
+
+    def __init__(self, location: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> None:
+        text = str(location)
+        if not is_remote(text):
+            self.filesystem: pafs.FileSystem = filesystem or pafs.LocalFileSystem()
+            self.root = str(Path(text.removeprefix("file://")).resolve())
+            self.location = self.root
+        else:
+            bare = text.split("?", 1)[0].rstrip("/")
+            if filesystem is None:
+                filesystem, root = pafs.FileSystem.from_uri(text.replace("s3a://", "s3://", 1))
+            else:
+                root = bare.split("://", 1)[1]
+            self.filesystem, self.root, self.location = filesystem, root.rstrip("/"), bare
+
+    def listing(self) -> dict[str, pafs.FileInfo]:
+        """``{name in the run: file info}`` of every file; ``FileNotFoundError`` if there is no run."""
+        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
+        files = {f.path[len(self.root) + 1:]: f for f in self.filesystem.get_file_info(selector)
+                 if f.type == pafs.FileType.File}
+        if MANIFEST not in files:
+            raise FileNotFoundError(f"path: no tdlog run at {self.location} (no {MANIFEST})")
+        return files
+
+    def read_json(self, name: str) -> dict:
+        with self.filesystem.open_input_stream(f"{self.root}/{name}") as stream:
+            return json.loads(stream.read())
+
+    def data_files(self, listing: dict[str, pafs.FileInfo], folder: str) -> list[str]:
+        """Names of the committed ``.parquet`` files under ``folder`` (``records`` or ``samples``): those the
+        recorder's ``_committed/*.json`` manifests list, or every one in a run that has no manifest."""
+        manifests = [n for n in listing if n.startswith(COMMITTED_DIR + "/")]
+        listed = set().union(*(self.read_json(n)["files"] for n in manifests)) if manifests else None
+        return sorted(n for n in listing if n.startswith(folder + "/") and n.endswith(".parquet")
+                      and (listed is None or n in listed))
+
+    def attempts(self, listing: dict[str, pafs.FileInfo]) -> list[dict]:
+        """The attempt files' contents, by attempt."""
+        names = [n for n in listing if n.startswith(ATTEMPTS_DIR + "/attempt-") and n.endswith(".json")]
+        return sorted((self.read_json(n) for n in names), key=lambda a: a["attempt"])
+
+
 def sync_run(uri: str, *, cache_dir: str | os.PathLike | None = None,
              filesystem: pafs.FileSystem | None = None) -> Path:
     """Bring the local copy of the run at ``uri`` up to date and return its folder (default: a folder per
     URI under ``tdlog-cache`` in the system temp folder). Raises ``FileNotFoundError`` if there is no run
     at ``uri``."""
-    if filesystem is None:
-        filesystem, root = pafs.FileSystem.from_uri(uri)
-    else:
-        root = uri.split("://", 1)[1].split("?", 1)[0]
-    root = root.rstrip("/")
+    store = RunStore(uri, filesystem)
     local = Path(cache_dir) if cache_dir is not None else (
         Path(tempfile.gettempdir()) / "tdlog-cache" / hashlib.sha1(uri.encode()).hexdigest()[:16])
-    files = [f for f in filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-             if f.type == pafs.FileType.File]
-    relative = {f.path[len(root) + 1:]: f for f in files}
-    if MANIFEST not in relative:
-        raise FileNotFoundError(f"path: no tdlog run at {uri} (no {MANIFEST})")
-    committed = _committed_files(filesystem, [f for n, f in relative.items() if n.startswith(COMMITTED_DIR + "/")])
-    for name, info in relative.items():
-        if name.startswith((STAGING_DIR + "/", COMMITTED_DIR + "/")):
-            continue
-        if committed is not None and name.startswith((RECORDS_DIR + "/", SAMPLES_DIR + "/")) and name not in committed:
-            continue  # uploaded, but its writer had not listed it yet: not committed
+    listing = store.listing()
+    wanted = [MANIFEST, *(n for n in listing if n.startswith(ATTEMPTS_DIR + "/")),
+              *store.data_files(listing, RECORDS_DIR), *store.data_files(listing, SAMPLES_DIR)]
+    for name in wanted:
         target = local / name
         changes = name == MANIFEST or name.startswith(ATTEMPTS_DIR + "/")
-        if not changes and target.exists() and target.stat().st_size == info.size:
+        if not changes and target.exists() and target.stat().st_size == listing[name].size:
             continue
-        _copy(filesystem, info.path, target)
+        _copy(store.filesystem, listing[name].path, target)
     return local
-
-
-def _committed_files(filesystem: pafs.FileSystem, manifests: list[pafs.FileInfo]) -> set[str] | None:
-    """Data files listed by the recorder's committed-files manifests; ``None`` for a run uploaded by other
-    means (no manifests: every file counts)."""
-    if not manifests:
-        return None
-    listed: set[str] = set()
-    for info in manifests:
-        with filesystem.open_input_stream(info.path) as stream:
-            listed.update(json.loads(stream.read())["files"])
-    return listed
 
 
 def _copy(filesystem: pafs.FileSystem, source: str, target: Path) -> None:

@@ -387,8 +387,11 @@ class Run:
             "splits": records.to_dicts(),
             "attempts": attempts.to_dicts(),
             "nonfinite_rows": self.manifest.get("nonfinite_rows", 0),
-            "size_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
+            "size_bytes": self._size_bytes(),
         }
+
+    def _size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
     def close(self) -> None:
         self.connection.close()
@@ -426,23 +429,24 @@ def open_run(
     ``temp_directory`` (default: ``tdlog-duckdb`` in the system temp folder). ``progress`` shows DuckDB's
     progress bar on long queries (default: when stderr is a terminal). ``engine="spark"`` opens it in the
     ``SparkSession`` ``spark`` instead (default: a ``local[2]`` one), see :mod:`analytics.spark`. A URI
-    (``s3://bucket/run``) is brought into the local ``cache_dir`` first and the copy is opened, see
-    :mod:`analytics.remote` (``filesystem``: a ``pyarrow.fs.FileSystem`` to read it with). Raises
+    (``s3://bucket/run``) is brought into the local ``cache_dir`` first and the copy is opened by DuckDB
+    (see :mod:`analytics.remote`); Spark reads it where it is, through its own connectors (``s3a://``).
+    ``filesystem``: a ``pyarrow.fs.FileSystem`` to read the run's files with. Raises
     ``FileNotFoundError`` if there is no run at ``path`` and ``ValueError`` if it is not a tdlog run or has
     a newer format.
     """
     if engine not in ("duckdb", "spark"):
         raise ValueError(f"engine: expected 'duckdb' or 'spark', got {engine!r}")
+    if engine == "spark":  # Spark reads local paths and URIs (its own connectors) where they are
+        from .spark import SparkRun, spark_session
+
+        return SparkRun(path, spark if spark is not None else spark_session(), filesystem=filesystem)
     run_dir = sync_run(str(path), cache_dir=cache_dir, filesystem=filesystem) if is_remote(path) else Path(path)
     manifest_path = run_dir / MANIFEST
     if not manifest_path.exists():
         raise FileNotFoundError(f"path: no tdlog run at {run_dir} (no {MANIFEST})")
     manifest = read_json(manifest_path)
     check_manifest(manifest, manifest_path)
-    if engine == "spark":
-        from .spark import SparkRun, spark_session
-
-        return SparkRun(run_dir, manifest, spark if spark is not None else spark_session())
     config: dict[str, Any] = {
         "temp_directory": str(temp_directory or Path(tempfile.gettempdir()) / "tdlog-duckdb"),
     }

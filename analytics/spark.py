@@ -18,19 +18,19 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from recorder.format import RECORDS_DIR, SAMPLES_DIR, read_json
-from recorder.manifest import attempt_files
+from recorder.format import MANIFEST, RECORDS_DIR, SAMPLES_DIR
+from recorder.manifest import check_manifest
 
 from . import queries
 from .gmm import DEFAULT_FIT_SAMPLE, fit_mixture
 from .mapd import forward_fill
+from .remote import RunStore
 from .run import Run, _early_end
 from .views import EPOCH_STATS_SELECT, raw_records_stub, records_select, samples_stub
 
@@ -77,45 +77,64 @@ class SparkRun(Run):
     """A run opened in a ``SparkSession``: views ``raw_records``, ``attempts``, ``records``, ``epoch_stats``,
     ``samples`` as temporary views, resolved as in :mod:`analytics.views`."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], spark: SparkSession) -> None:
+    def __init__(self, location: str | os.PathLike, spark: SparkSession, *, filesystem: Any = None) -> None:
         self.spark = spark
-        super().__init__(path, manifest, None)
+        self.store = RunStore(location, filesystem)
+        self.store.listing()  # FileNotFoundError when there is no run
+        manifest = self.store.read_json(MANIFEST)
+        check_manifest(manifest, f"{self.store.location}/{MANIFEST}")
+        self._size = 0
+        super().__init__(self.store.location, manifest, None)
 
-    def _register_views(self, *, has_records: bool, has_samples: bool, attempt_starts: dict[int, int | None]) -> None:
-        root = self.path.resolve()
+    def _refresh_views(self) -> None:
+        """(Re)register the views when committed files or attempts changed since the last query."""
+        listing = self.store.listing()
+        records = tuple(self.store.data_files(listing, RECORDS_DIR))
+        samples = tuple(self.store.data_files(listing, SAMPLES_DIR))
+        attempts = self.store.attempts(listing)
+        files_seen = (records, samples, tuple((a["attempt"], a["start_epoch"]) for a in attempts))
+        self._size = sum(info.size for info in listing.values())
+        if files_seen == self._files_seen:
+            return
+        self.manifest = self.store.read_json(MANIFEST)
         sql_id = "BIGINT" if (self.manifest.get("sample_id_type") or "int64") == "int64" else "STRING"
-        if has_records:
-            raw = self.spark.read.option("mergeSchema", "true").parquet(str(root / RECORDS_DIR))
+        base = self.store.location
+        if records:  # the committed files only, partitions discovered below basePath
+            raw = (self.spark.read.option("basePath", f"{base}/{RECORDS_DIR}").option("mergeSchema", "true")
+                   .parquet(*(f"{base}/{name}" for name in records)))
             raw = raw.withColumn("split", raw["split"].cast("string")).withColumn("epoch", raw["epoch"].cast("bigint"))
         else:
             raw = self.spark.sql(raw_records_stub(sql_id))
         raw.createOrReplaceTempView("raw_records")
-        self._attempts_frame().createOrReplaceTempView("attempts")
-        self.spark.sql(records_select(attempt_starts)).createOrReplaceTempView("records")
+        self._attempts_frame(attempts).createOrReplaceTempView("attempts")
+        self.spark.sql(records_select(dict(files_seen[2]))).createOrReplaceTempView("records")
         self.spark.sql(EPOCH_STATS_SELECT).createOrReplaceTempView("epoch_stats")
-        if has_samples:
-            samples = self.spark.read.option("mergeSchema", "true").parquet(str(root / SAMPLES_DIR))
+        if samples:
+            frame = self.spark.read.option("mergeSchema", "true").parquet(*(f"{base}/{name}" for name in samples))
         else:
-            samples = self.spark.sql(samples_stub(sql_id))
-        samples.createOrReplaceTempView("samples")
+            frame = self.spark.sql(samples_stub(sql_id))
+        frame.createOrReplaceTempView("samples")
+        self._files_seen = files_seen
 
-    def _attempts_frame(self) -> DataFrame:
-        started = sorted((p for p in map(read_json, attempt_files(self.path)) if p["start_epoch"] is not None),
-                         key=lambda p: p["attempt"])
-        rows = [(p["attempt"], p["start_epoch"],
-                 min([q["start_epoch"] for q in started[i + 1:]], default=9223372036854775807),
-                 p["world_size"], p["started_at"]) for i, p in enumerate(started)]
+    def _attempts_frame(self, attempts: list[dict]) -> DataFrame:
+        started = [a for a in attempts if a["start_epoch"] is not None]
+        rows = [(a["attempt"], a["start_epoch"],
+                 min([b["start_epoch"] for b in started[i + 1:]], default=9223372036854775807),
+                 a["world_size"], a["started_at"]) for i, a in enumerate(started)]
         schema = "attempt INT, start_epoch BIGINT, end_epoch BIGINT, world_size INT, started_at STRING"
         return self.spark.createDataFrame(rows, schema)
+
+    def _size_bytes(self) -> int:
+        return self._size
 
     def view_definitions(self) -> str:
         """The view definitions as Spark SQL comments and statements (``raw_records``, ``attempts`` and
         ``samples`` are DataFrames read from the run's files)."""
         self._refresh_views()
-        root = self.path.resolve()
+        base = self.store.location
         return "\n".join([
-            f"-- raw_records: spark.read.option('mergeSchema', 'true').parquet('{root / RECORDS_DIR}')",
-            f"-- samples: spark.read.parquet('{root / SAMPLES_DIR}'); attempts: from _attempts/*.json",
+            f"-- raw_records: spark.read.option('basePath', '{base}/{RECORDS_DIR}').parquet(<committed files>)",
+            f"-- samples: spark.read.parquet(<committed files in {base}/{SAMPLES_DIR}>); attempts: _attempts/*.json",
             f"CREATE OR REPLACE TEMP VIEW records AS {records_select(dict(self._files_seen[2]))};",
             f"CREATE OR REPLACE TEMP VIEW epoch_stats AS {EPOCH_STATS_SELECT};",
         ])
@@ -134,7 +153,7 @@ class SparkRun(Run):
 
     def write_scores(
         self,
-        out: str | Path,
+        out: str | os.PathLike,
         *,
         epochs: range | None = None,
         split: str = "train",

@@ -123,3 +123,26 @@ def test_mapd_on_spark_equals_duckdb(tmp_path, spark, skip_epoch) -> None:
         assert "mapd_suite" in on_spark.scores().columns
         with pytest.raises(ValueError, match="k: expected at most the number of reference probes with records"):
             on_spark.mapd(k=10_000)
+
+
+def test_spark_reads_only_committed_files_of_an_object_store_run(tmp_path, spark) -> None:
+    """A run written with the object-store protocol (here into a local folder through pyarrow's local file
+    system), plus a data file no manifest lists: Spark, given the folder as a file:// URI, reads the
+    committed files only and equals DuckDB on the plain local run."""
+    import pyarrow.fs as pafs
+
+    store = tmp_path / "bucket" / "run"
+    for target, options in ((f"store://{store}", {"filesystem": pafs.LocalFileSystem(),
+                                                  "local_dir": tmp_path / "mirror"}), (tmp_path / "plain", {})):
+        with Recorder(target, num_classes=3, **options) as rec:
+            rec.register_samples(torch.arange(12), torch.arange(12) % 3)
+            for epoch in range(3):
+                logits = torch.randn(12, 3, generator=torch.Generator().manual_seed(epoch))
+                rec.log(torch.arange(12), logits, torch.arange(12) % 3, epoch=epoch)
+    assert (store / "_committed" / "a0-r0.json").exists()
+    stray = next((store / "records" / "split=train" / "epoch=0").glob("*.parquet"))
+    (stray.parent / "part-a7-r0-s0.parquet").write_bytes(stray.read_bytes())  # uploaded, never listed
+    with analytics.open_run(f"file://{store}", engine="spark", spark=spark) as on_spark, \
+            analytics.open_run(tmp_path / "plain") as duck:
+        _same(duck.scores(), on_spark.scores())
+        assert on_spark.info()["splits"] == duck.info()["splits"]
