@@ -44,8 +44,9 @@ def monkeypatch_module():
         yield patch
 
 
-def _record(path, epochs: range) -> None:
-    with Recorder(path, num_classes=3) as rec:
+def _record(target, epochs: range, **options) -> None:
+    """Log random logits of 20 samples for ``epochs`` (registering the samples on a fresh run)."""
+    with Recorder(target, num_classes=3, **options) as rec:
         if epochs.start == 0:
             rec.register_samples(torch.arange(20), torch.arange(20) % 3)
         generator = torch.Generator().manual_seed(epochs.start)
@@ -88,22 +89,13 @@ def test_cli_reads_a_uri_and_a_missing_remote_run_is_a_clear_error(s3, tmp_path,
     assert is_remote("s3://b/r") and not is_remote("runs/exp1") and not is_remote("file:///tmp/run")
 
 
-def _record_to(target, epochs: range, **options) -> None:
-    with Recorder(target, num_classes=3, **options) as rec:
-        if epochs.start == 0:
-            rec.register_samples(torch.arange(20), torch.arange(20) % 3)
-        generator = torch.Generator().manual_seed(epochs.start)
-        for epoch in epochs:
-            rec.log(torch.arange(20), torch.randn(20, 3, generator=generator), torch.arange(20) % 3, epoch=epoch)
-
-
 def test_the_recorder_writes_to_s3_and_resumes_there(s3, tmp_path) -> None:
     """Recorder("s3://...") commits locally, uploads write-once files and a committed-files manifest; a
     restart continues the run as a new attempt; an uploaded file no manifest lists is not read."""
     filesystem, _ = s3
     for epochs in (range(0, 3), range(2, 4)):  # the second attempt re-logs epoch 2
-        _record_to("s3://runs/direct", epochs, filesystem=filesystem, local_dir=tmp_path / f"mirror{epochs.start}")
-        _record_to(tmp_path / "local", epochs)
+        _record("s3://runs/direct", epochs, filesystem=filesystem, local_dir=tmp_path / f"mirror{epochs.start}")
+        _record(tmp_path / "local", epochs)
     names = {f.path.split("runs/direct/", 1)[1] for f in filesystem.get_file_info(
         pafs.FileSelector("runs/direct", recursive=True)) if f.type == pafs.FileType.File}
     assert {"run.json", "_attempts/attempt-0.json", "_attempts/attempt-1.json",
