@@ -22,15 +22,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from recorder.format import ATTEMPTS_DIR, MANIFEST, RECORDS_DIR, SAMPLES_DIR
-from recorder.remote import COMMITTED_DIR
+from recorder.remote import COMMITTED_DIR, is_uri, list_files, open_uri
 
 COPY_CHUNK = 1 << 22
-
-
-def is_remote(path: str | os.PathLike) -> bool:
-    """``path`` is a URI of a file system other than the local one (``s3://...``, not ``file://``)."""
-    text = str(path)
-    return "://" in text and not text.startswith("file://")
 
 
 class RunStore:
@@ -40,23 +34,17 @@ class RunStore:
 
     def __init__(self, location: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> None:
         text = str(location)
-        if not is_remote(text):
+        if not is_uri(text):
             self.filesystem: pafs.FileSystem = filesystem or pafs.LocalFileSystem()
             self.root = str(Path(text.removeprefix("file://")).resolve())
             self.location = self.root
         else:
-            bare = text.split("?", 1)[0].rstrip("/")
-            if filesystem is None:
-                filesystem, root = pafs.FileSystem.from_uri(text.replace("s3a://", "s3://", 1))
-            else:
-                root = bare.split("://", 1)[1]
-            self.filesystem, self.root, self.location = filesystem, root.rstrip("/"), bare
+            self.filesystem, self.root = open_uri(text, filesystem)
+            self.location = text.split("?", 1)[0].rstrip("/")
 
     def listing(self) -> dict[str, pafs.FileInfo]:
         """``{name in the run: file info}`` of every file; ``FileNotFoundError`` if there is no run."""
-        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
-        files = {f.path[len(self.root) + 1:]: f for f in self.filesystem.get_file_info(selector)
-                 if f.type == pafs.FileType.File}
+        files = list_files(self.filesystem, self.root)
         if MANIFEST not in files:
             raise FileNotFoundError(f"path: no tdlog run at {self.location} (no {MANIFEST})")
         return files
@@ -65,13 +53,14 @@ class RunStore:
         with self.filesystem.open_input_stream(f"{self.root}/{name}") as stream:
             return json.loads(stream.read())
 
-    def data_files(self, listing: dict[str, pafs.FileInfo], folder: str) -> list[str]:
-        """Names of the committed ``.parquet`` files under ``folder`` (``records`` or ``samples``): those the
-        recorder's ``_committed/*.json`` manifests list, or every one in a run that has no manifest."""
+    def data_files(self, listing: dict[str, pafs.FileInfo]) -> dict[str, list[str]]:
+        """``{"records": names, "samples": names}`` of the committed ``.parquet`` files: those the recorder's
+        ``_committed/*.json`` manifests list, or every one in a run that has no manifest."""
         manifests = [n for n in listing if n.startswith(COMMITTED_DIR + "/")]
         listed = set().union(*(self.read_json(n)["files"] for n in manifests)) if manifests else None
-        return sorted(n for n in listing if n.startswith(folder + "/") and n.endswith(".parquet")
-                      and (listed is None or n in listed))
+        return {folder: sorted(n for n in listing if n.startswith(folder + "/") and n.endswith(".parquet")
+                               and (listed is None or n in listed))
+                for folder in (RECORDS_DIR, SAMPLES_DIR)}
 
     def attempts(self, listing: dict[str, pafs.FileInfo]) -> list[dict]:
         """The attempt files' contents, by attempt."""
@@ -88,8 +77,9 @@ def sync_run(uri: str, *, cache_dir: str | os.PathLike | None = None,
     local = Path(cache_dir) if cache_dir is not None else (
         Path(tempfile.gettempdir()) / "tdlog-cache" / hashlib.sha1(uri.encode()).hexdigest()[:16])
     listing = store.listing()
-    wanted = [MANIFEST, *(n for n in listing if n.startswith(ATTEMPTS_DIR + "/")),
-              *store.data_files(listing, RECORDS_DIR), *store.data_files(listing, SAMPLES_DIR)]
+    data = store.data_files(listing)
+    wanted = [MANIFEST, *(n for n in listing if n.startswith(ATTEMPTS_DIR + "/")), *data[RECORDS_DIR],
+              *data[SAMPLES_DIR]]
     for name in wanted:
         target = local / name
         changes = name == MANIFEST or name.startswith(ATTEMPTS_DIR + "/")

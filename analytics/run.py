@@ -16,13 +16,14 @@ import polars as pl
 
 from recorder.format import MANIFEST, RECORDS_DIR, SAMPLES_DIR, read_json
 from recorder.manifest import attempt_files, check_manifest
+from recorder.remote import is_uri
 
 from . import correction, queries
 from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
 from .evaluate import evaluate_scores
 from .gmm import DEFAULT_FIT_SAMPLE, GMMResult, fit_gmm
 from .mapd import BLOCK_VALUES, ProbeIndex, dense_id_range, trajectory_blocks
-from .remote import is_remote, sync_run
+from .remote import sync_run
 from .threshold import cutoff_of
 from .views import records_files, view_definitions
 
@@ -441,7 +442,7 @@ def open_run(
         from .spark import SparkRun, spark_session
 
         return SparkRun(path, spark if spark is not None else spark_session(), filesystem=filesystem)
-    run_dir = sync_run(str(path), cache_dir=cache_dir, filesystem=filesystem) if is_remote(path) else Path(path)
+    run_dir = sync_run(str(path), cache_dir=cache_dir, filesystem=filesystem) if is_uri(path) else Path(path)
     manifest_path = run_dir / MANIFEST
     if not manifest_path.exists():
         raise FileNotFoundError(f"path: no tdlog run at {run_dir} (no {MANIFEST})")

@@ -89,8 +89,8 @@ class SparkRun(Run):
     def _refresh_views(self) -> None:
         """(Re)register the views when committed files or attempts changed since the last query."""
         listing = self.store.listing()
-        records = tuple(self.store.data_files(listing, RECORDS_DIR))
-        samples = tuple(self.store.data_files(listing, SAMPLES_DIR))
+        data = self.store.data_files(listing)
+        records, samples = tuple(data[RECORDS_DIR]), tuple(data[SAMPLES_DIR])
         attempts = self.store.attempts(listing)
         files_seen = (records, samples, tuple((a["attempt"], a["start_epoch"]) for a in attempts))
         self._size = sum(info.size for info in listing.values())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from .format import ATTEMPTS_DIR, MANIFEST, RECORDS_DIR, SAMPLES_DIR, STAGING_DIR
+from .format import ATTEMPTS_DIR, MANIFEST, RECORDS_DIR, SAMPLES_DIR
 
 COMMITTED_DIR = "_committed"
 
@@ -30,19 +30,31 @@ def is_uri(path: str | os.PathLike) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
+def open_uri(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """``(file system, root path in it)`` of ``uri``. Without ``filesystem``, ``FileSystem.from_uri`` reads
+    options from the query string (``?endpoint_override=host:9000&scheme=http``); ``s3a://`` (Spark's
+    scheme) is read as ``s3://``."""
+    if filesystem is None:
+        filesystem, root = pafs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
+    else:
+        root = uri.split("?", 1)[0].split("://", 1)[1]
+    return filesystem, root.rstrip("/")
+
+
+def list_files(filesystem: pafs.FileSystem, root: str) -> dict[str, pafs.FileInfo]:
+    """``{path below root: file info}`` of every file below ``root`` (none if it does not exist)."""
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    return {f.path[len(root) + 1:]: f for f in filesystem.get_file_info(selector) if f.type == pafs.FileType.File}
+
+
 class RemoteMirror:
     """A local mirror of the run at ``uri``; :meth:`push` uploads what was committed there since the last
     push. Thread-safe (the writer thread and the training thread both push)."""
 
     def __init__(self, uri: str, *, local_dir: str | os.PathLike | None = None,
                  filesystem: pafs.FileSystem | None = None) -> None:
-        if filesystem is None:
-            filesystem, root = pafs.FileSystem.from_uri(uri)
-        else:
-            root = uri.split("://", 1)[1].split("?", 1)[0]
         self.uri = uri
-        self.filesystem = filesystem
-        self.root = root.rstrip("/")
+        self.filesystem, self.root = open_uri(uri, filesystem)
         self.local = Path(local_dir) if local_dir is not None else Path(tempfile.mkdtemp(prefix="tdlog-mirror-"))
         self.attempt: int | None = None
         self.rank = 0
@@ -55,10 +67,8 @@ class RemoteMirror:
         """Fetch ``run.json``, the attempt files and the samples files of an existing run into the mirror
         (what a restart needs to continue it); return the mirror."""
         self.local.mkdir(parents=True, exist_ok=True)
-        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
-        for info in self.filesystem.get_file_info(selector):
-            name = info.path[len(self.root) + 1:]
-            if info.type == pafs.FileType.File and name.startswith((MANIFEST, ATTEMPTS_DIR + "/", SAMPLES_DIR + "/")):
+        for name, info in list_files(self.filesystem, self.root).items():
+            if name.startswith((MANIFEST, ATTEMPTS_DIR + "/", SAMPLES_DIR + "/")):
                 target = self.local / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with self.filesystem.open_input_stream(info.path) as source:
@@ -71,31 +81,33 @@ class RemoteMirror:
         self.attempt, self.rank = attempt, rank
         self.push()
 
-    def push(self) -> None:
-        """Upload data files committed in the mirror since the last push (then this process's manifest),
-        and, on rank 0, ``run.json`` and attempt files that changed."""
+    def push(self, committed: Path | None = None) -> None:
+        """Upload ``committed`` (a data file just committed in the mirror) or, without it, every data file of
+        the mirror not uploaded yet, then this process's manifest; on rank 0 also ``run.json`` and the
+        attempt files that changed."""
         with self._lock:
-            uploaded = False
-            for path in sorted(self.local.rglob("*")):
-                name = path.relative_to(self.local).as_posix()
-                if not path.is_file() or name.startswith((STAGING_DIR + "/", COMMITTED_DIR + "/")):
-                    continue
-                if name.startswith((RECORDS_DIR + "/", SAMPLES_DIR + "/")) and name.endswith(".parquet"):
-                    if name not in self._committed and name not in self._pulled:
-                        self._upload(path, name)
-                        self._committed.add(name)
-                        uploaded = True
-                elif self.rank == 0 and (name == MANIFEST or name.startswith(ATTEMPTS_DIR + "/")):
+            if committed is not None:
+                data = [committed]
+            else:
+                data = [p for folder in (RECORDS_DIR, SAMPLES_DIR) for p in (self.local / folder).rglob("*.parquet")]
+            names = {p.relative_to(self.local).as_posix() for p in data}
+            new = sorted(names - self._committed - self._pulled)
+            for name in new:
+                self._upload(name)
+                self._committed.add(name)
+            if self.rank == 0:
+                for path in (self.local / MANIFEST, *sorted((self.local / ATTEMPTS_DIR).glob("*.json"))):
                     stamp = path.stat()
+                    name = path.relative_to(self.local).as_posix()
                     if self._metadata_seen.get(name) != (stamp.st_size, stamp.st_mtime_ns):
-                        self._upload(path, name)
+                        self._upload(name)
                         self._metadata_seen[name] = (stamp.st_size, stamp.st_mtime_ns)
-            if uploaded and self.attempt is not None:
+            if new and self.attempt is not None:
                 manifest = json.dumps({"files": sorted(self._committed)}, indent=1).encode()
                 self._put(f"{COMMITTED_DIR}/a{self.attempt}-r{self.rank}.json", manifest)
 
-    def _upload(self, path: Path, name: str) -> None:
-        self._put(name, path.read_bytes())
+    def _upload(self, name: str) -> None:
+        self._put(name, (self.local / name).read_bytes())
 
     def _put(self, name: str, data: bytes) -> None:
         target = f"{self.root}/{name}"

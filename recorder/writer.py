@@ -62,7 +62,7 @@ class WriterConfig:
     flush_rows: int
     flush_seconds: float
     max_pending: int
-    on_commit: Callable[[], None] | None = None  # called after each committed file (object-store upload)
+    on_commit: Callable[[Path], None] | None = None  # called with each committed file (object-store upload)
 
 
 def _lower_thread_priority() -> None:
@@ -263,9 +263,9 @@ class RecordWriter(threading.Thread):
         table = pa.Table.from_batches(batches, schema=self.schema)
         split, epoch = key
         name = part_name(self.config.attempt, self.config.rank, self._seq)
-        commit_table(self.config.run_dir, f"{records_partition(split, epoch)}/{name}", table)
+        committed = commit_table(self.config.run_dir, f"{records_partition(split, epoch)}/{name}", table)
         if self.config.on_commit is not None:
-            self.config.on_commit()
+            self.config.on_commit(committed)
         self._seq += 1
         self.committed_files += 1
         self.committed_rows += table.num_rows

@@ -13,8 +13,8 @@ from polars.testing import assert_frame_equal
 
 import analytics
 from analytics.cli import main
-from analytics.remote import is_remote
 from recorder import Recorder
+from recorder.remote import is_uri
 
 moto_server = pytest.importorskip("moto.server")
 
@@ -86,7 +86,7 @@ def test_cli_reads_a_uri_and_a_missing_remote_run_is_a_clear_error(s3, tmp_path,
     assert pl.read_parquet(out).height == 20
     assert main(["info", f"s3://runs/nothing-here?endpoint_override={endpoint}&scheme=http"]) == 1
     assert "error: path: no tdlog run at s3://runs/nothing-here" in capsys.readouterr().err
-    assert is_remote("s3://b/r") and not is_remote("runs/exp1") and not is_remote("file:///tmp/run")
+    assert is_uri("s3://b/r") and not is_uri("runs/exp1") and not is_uri("file:///tmp/run")
 
 
 def test_the_recorder_writes_to_s3_and_resumes_there(s3, tmp_path) -> None:
