@@ -270,7 +270,11 @@ class Run:
         recorded epochs in ``epochs`` up to ``upto_epoch`` (the online variant); see :mod:`analytics.mapd`.
         ``device``: ``"auto"`` (GPU when FAISS can use one), ``"cpu"`` or ``"cuda"``. ``block_values``:
         trajectory values (samples x epochs) held at a time, about 4 bytes each."""
-        epoch_list = self._mapd_epochs(epochs, upto_epoch, split)
+        return self._mapd(k, suites, self._mapd_epochs(epochs, upto_epoch, split), split, device, block_values)
+
+    def _mapd(self, k: int, suites: list[str] | None, epoch_list: list[int], split: str, device: str,
+              block_values: int) -> pl.DataFrame:
+        """:meth:`mapd` over the recorded epochs ``epoch_list``: trajectories streamed from DuckDB."""
         id_range = None
         if self.manifest.get("sample_id_type") == "int64":
             id_range = dense_id_range(self.connection, records_files(self.path.resolve()))

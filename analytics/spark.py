@@ -32,7 +32,7 @@ from .gmm import DEFAULT_FIT_SAMPLE, fit_mixture
 from .mapd import forward_fill
 from .remote import RunStore
 from .run import Run, _early_end
-from .views import EPOCH_STATS_SELECT, raw_records_stub, records_select, samples_stub
+from .views import EPOCH_STATS_SELECT, attempt_ranges, raw_records_stub, records_select, samples_stub
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -117,10 +117,10 @@ class SparkRun(Run):
         self._files_seen = files_seen
 
     def _attempts_frame(self, attempts: list[dict]) -> DataFrame:
-        started = [a for a in attempts if a["start_epoch"] is not None]
-        rows = [(a["attempt"], a["start_epoch"],
-                 min([b["start_epoch"] for b in started[i + 1:]], default=9223372036854775807),
-                 a["world_size"], a["started_at"]) for i, a in enumerate(started)]
+        by_attempt = {a["attempt"]: a for a in attempts}
+        rows = [(attempt, start, 9223372036854775807 if end is None else end, by_attempt[attempt]["world_size"],
+                 by_attempt[attempt]["started_at"])
+                for attempt, start, end in attempt_ranges({a["attempt"]: a["start_epoch"] for a in attempts})]
         schema = "attempt INT, start_epoch BIGINT, end_epoch BIGINT, world_size INT, started_at STRING"
         return self.spark.createDataFrame(rows, schema)
 
@@ -203,28 +203,21 @@ class SparkRun(Run):
             real = real.sample(fraction=min(1.0, 1.1 * fit_sample / count), seed=seed).limit(fit_sample)
         return to_polars(real.select("sample_id", "aul").orderBy("sample_id"))["aul"].to_numpy()
 
-    def mapd(
-        self,
-        *,
-        k: int = 20,
-        suites: list[str] | None = None,
-        epochs: range | None = None,
-        upto_epoch: int | None = None,
-        split: str = "train",
-        device: str = "auto",
-        block_values: int | None = None,
-    ) -> pl.DataFrame:
-        """:meth:`analytics.run.Run.mapd` on Spark, collected as Polars; see :meth:`mapd_frame`."""
-        return to_polars(self.mapd_frame(k=k, suites=suites, epochs=epochs, upto_epoch=upto_epoch, split=split,
-                                         device=device))
+    def _mapd(self, k: int, suites: list[str] | None, epoch_list: list[int], split: str, device: str,
+              block_values: int) -> pl.DataFrame:
+        return to_polars(self._mapd_frame(k, suites, epoch_list, split, device))
 
     def mapd_frame(self, *, k: int = 20, suites: list[str] | None = None, epochs: range | None = None,
                    upto_epoch: int | None = None, split: str = "train", device: str = "auto") -> DataFrame:
         """MAP-D as a lazy Spark DataFrame: each sample's per-epoch mean losses gathered into one row by
         the executors, the reference probes' trajectories collected to the driver and shipped with the
         task, and each partition searched with FAISS (``mapInArrow``). Same columns and values as
-        :meth:`analytics.run.Run.mapd`. On a cluster, tdlog and FAISS must be installed on the executors."""
-        epoch_list = self._mapd_epochs(epochs, upto_epoch, split)
+        :meth:`analytics.run.Run.mapd` (which, on Spark, collects this frame). On a cluster, tdlog and FAISS
+        must be installed on the executors."""
+        return self._mapd_frame(k, suites, self._mapd_epochs(epochs, upto_epoch, split), split, device)
+
+    def _mapd_frame(self, k: int, suites: list[str] | None, epoch_list: list[int], split: str,
+                    device: str) -> DataFrame:
         points = self.frame(
             "SELECT sample_id, collect_list(named_struct('epoch', epoch, 'loss', loss)) AS points FROM epoch_stats "
             "WHERE split = $split AND epoch >= $epoch_from AND epoch <= $epoch_last GROUP BY sample_id",

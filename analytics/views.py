@@ -26,17 +26,23 @@ def records_files(run_dir: Path) -> str:
     return _quote(run_dir / RECORDS_DIR / "*" / "*" / "*.parquet")
 
 
-def records_filter(attempt_starts: dict[int, int | None]) -> str:
-    """SQL condition keeping the rows that count, from ``{attempt: start_epoch}`` (None: not started):
-    attempt ``K`` counts for epochs ``start_K <= e < min(start_J for J > K)``."""
+def attempt_ranges(attempt_starts: dict[int, int | None]) -> list[tuple[int, int, int | None]]:
+    """``(attempt, start, end)`` of each started attempt, by attempt, from ``{attempt: start_epoch}``
+    (None: not started): attempt ``K`` owns epochs ``start_K <= e < end_K = min(start_J for J > K)``
+    (``end`` None for the last one)."""
     started = sorted((a, s) for a, s in attempt_starts.items() if s is not None)
-    if len(started) == 1 and len(attempt_starts) == 1:
-        return f"epoch >= {int(started[0][1])}"  # a hive partition key: prunes files, reads nothing
-    terms = []
-    for position, (attempt, start) in enumerate(started):
-        later = [s for _, s in started[position + 1:]]
-        end = f" AND epoch < {int(min(later))}" if later else ""
-        terms.append(f"(attempt = {int(attempt)} AND epoch >= {int(start)}{end})")
+    return [(attempt, start, min((s for _, s in started[i + 1:]), default=None))
+            for i, (attempt, start) in enumerate(started)]
+
+
+def records_filter(attempt_starts: dict[int, int | None]) -> str:
+    """SQL condition keeping the rows that count, from ``{attempt: start_epoch}`` (see
+    :func:`attempt_ranges`)."""
+    ranges = attempt_ranges(attempt_starts)
+    if len(ranges) == 1 and len(attempt_starts) == 1:
+        return f"epoch >= {int(ranges[0][1])}"  # a hive partition key: prunes files, reads nothing
+    terms = [f"(attempt = {int(attempt)} AND epoch >= {int(start)}"
+             + ("" if end is None else f" AND epoch < {int(end)}") + ")" for attempt, start, end in ranges]
     return " OR ".join(terms) or "false"
 
 
