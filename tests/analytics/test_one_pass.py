@@ -12,7 +12,7 @@ import analytics
 from analytics.epoch_masks import BITS_PER_WORD, MAX_EPOCHS, WORDS, forgetting_columns, popcount
 from recorder import Recorder
 
-from .reference import forgetting
+from ..reference import forgetting
 
 SAMPLES, CLASSES, EPOCHS = 40, 3, MAX_EPOCHS + 12
 

@@ -11,8 +11,8 @@ from sklearn.mixture import GaussianMixture
 import analytics
 from analytics.threshold import cutoff_of
 
+from ..reference import forgetting, per_epoch_means, record_statistics
 from .conftest import NUM_SAMPLES, write_scored_run
-from .reference import forgetting, per_epoch_means, record_statistics
 
 # float32 statistics vs float64 reference: each value carries ~1e-7 relative error; sums of 6 epochs and
 # DuckDB's double aggregates keep the scores within 1e-5.

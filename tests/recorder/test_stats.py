@@ -8,28 +8,7 @@ import torch
 
 from recorder import batch_statistics
 
-
-def reference(logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-    z = logits.astype(np.float64)
-    rows = np.arange(len(z))
-    z_y = z[rows, targets]
-    masked = z.copy()
-    masked[rows, targets] = -np.inf
-    other = masked.max(1)
-    shifted = z - z.max(1, keepdims=True)
-    p = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)
-    onehot = np.zeros_like(p)
-    onehot[rows, targets] = 1
-    return {
-        "loss": -np.log(p[rows, targets]),
-        "margin": z_y - other,
-        "target_logit": z_y,
-        "other_logit": other,
-        "prob": p[rows, targets],
-        "el2n": np.linalg.norm(p - onehot, axis=1),
-        "other_class": masked.argmax(1),
-        "pred": z.argmax(1),
-    }
+from ..reference import record_statistics
 
 
 @pytest.mark.parametrize("num_classes", [2, 10, 100])
@@ -38,7 +17,7 @@ def test_statistics_match_numpy_reference(num_classes: int) -> None:
     logits = torch.randn(300, num_classes, generator=generator) * 4
     targets = torch.randint(0, num_classes, (300,), generator=generator)
     floats, ints = batch_statistics(logits, targets, None)
-    expected = reference(logits.numpy(), targets.numpy())
+    expected = record_statistics(logits.numpy(), targets.numpy())
     # float32 statistics of float32 logits: relative error a few ulps of the inputs (|z| <~ 16).
     for index, name in enumerate(["loss", "margin", "target_logit", "other_logit", "prob", "el2n"]):
         np.testing.assert_allclose(floats[index].numpy(), expected[name], rtol=2e-6, atol=2e-6, err_msg=name)
@@ -75,7 +54,7 @@ def test_given_loss_is_kept_and_half_logits_are_upcast() -> None:
     loss = torch.rand(8)
     floats, _ = batch_statistics(logits, targets, loss)
     np.testing.assert_array_equal(floats[0].numpy(), loss.numpy())
-    expected = reference(logits.float().numpy(), targets.numpy())
+    expected = record_statistics(logits.float().numpy(), targets.numpy())
     np.testing.assert_allclose(floats[1].numpy(), expected["margin"], rtol=1e-6, atol=1e-6)
 
 

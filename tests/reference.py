@@ -6,19 +6,25 @@ import numpy as np
 
 
 def record_statistics(logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """Every per-observation statistic of the recorder (DESIGN.md, Definitions), plus ``correct``."""
     z = logits.astype(np.float64)
     rows = np.arange(len(z))
     z_y = z[rows, targets]
     others = z.copy()
     others[rows, targets] = -np.inf
+    other = others.max(1)
     shifted = np.exp(z - z.max(1, keepdims=True))
     p = shifted / shifted.sum(1, keepdims=True)
     onehot = np.zeros_like(p)
     onehot[rows, targets] = 1.0
     return {
-        "margin": z_y - others.max(1),
-        "loss": np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1) - z_y,
+        "margin": z_y - other,
+        "loss": np.log(shifted.sum(1)) + z.max(1) - z_y,
+        "target_logit": z_y,
+        "other_logit": other,
+        "other_class": others.argmax(1),
         "prob": p[rows, targets],
+        "pred": z.argmax(1),
         "el2n": np.linalg.norm(p - onehot, axis=1),
         "correct": (z.argmax(1) == targets).astype(np.float64),
     }
