@@ -21,6 +21,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -70,33 +71,62 @@ def time_aum(save_dir: Path, logits, targets, ids, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def time_training(run_dir: Path | None, steps: int) -> float:
-    """Seconds per step of a small MLP step, with log() each step when ``run_dir`` is given."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
-    )
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    inputs, labels, ids = torch.randn(BATCH, 64), torch.randint(0, 10, (BATCH,)), torch.arange(BATCH)
-    rec = Recorder(run_dir, num_classes=10) if run_dir is not None else None
+class TrainingStep:
+    """A small CPU training step (MLP 64-256-256-10 on 512x64 inputs), optionally logging its batch."""
 
-    def step(epoch: int) -> None:
-        logits = model(inputs)
-        loss = F.cross_entropy(logits, labels, reduction="none")
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+            torch.nn.Linear(256, 10),
+        )
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        self.inputs, self.labels = torch.randn(BATCH, 64), torch.randint(0, 10, (BATCH,))
+        self.ids = torch.arange(BATCH)
+
+    def __call__(self, rec: Recorder | None, epoch: int) -> None:
+        logits = self.model(self.inputs)
+        loss = F.cross_entropy(logits, self.labels, reduction="none")
         if rec is not None:
-            rec.log(ids, logits, labels, loss=loss, epoch=epoch)
-        optimizer.zero_grad()
+            rec.log(self.ids, logits, self.labels, loss=loss, epoch=epoch)
+        self.optimizer.zero_grad()
         loss.mean().backward()
-        optimizer.step()
+        self.optimizer.step()
 
-    for _ in range(20):
-        step(0)
-    start = time.perf_counter()
-    for index in range(steps):
-        step(1 + index // 50)
-    if rec is not None:
-        rec.close()
-    return (time.perf_counter() - start) / steps
+
+def time_overhead(run_dir: Path, threads: int, pairs: int, steps: int) -> list[tuple[float, float]]:
+    """Per pair of blocks, seconds per step without ``log()`` and with it (the block's time including the
+    ``flush()`` that commits its rows), with torch using ``threads`` threads.
+
+    Blocks alternate (ABBA) so that drift of the machine's speed cancels; one model and one recorder serve
+    every block, so only the per-step cost is measured, not opening a run.
+    """
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    step = TrainingStep()
+    pair_seconds = []
+    with Recorder(run_dir, num_classes=10) as rec:
+        for _ in range(20):
+            step(rec, 0)
+        rec.flush()
+        epoch = 1
+
+        def block(logged: bool) -> float:
+            nonlocal epoch
+            start = time.perf_counter()
+            for index in range(steps):
+                step(rec if logged else None, epoch + index // 50)
+            if logged:
+                rec.flush()
+                epoch += steps // 50 + 1
+            return (time.perf_counter() - start) / steps
+
+        for pair in range(pairs):
+            order = (False, True) if pair % 2 == 0 else (True, False)
+            seconds = dict(zip(order, (block(logged) for logged in order), strict=True))
+            pair_seconds.append((seconds[False], seconds[True]))
+    torch.set_num_threads(default_threads)
+    return pair_seconds
 
 
 def main() -> None:
@@ -104,48 +134,64 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--log-calls", type=int, default=256)
     parser.add_argument("--aum-calls", type=int, default=16)
-    parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--pairs", type=int, default=16, help="pairs of training blocks per configuration")
+    parser.add_argument("--train-steps", type=int, default=200, help="steps per training block")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/recorder.json"))
     args = parser.parse_args()
 
     torch.manual_seed(0)
     logits, targets, ids = torch.randn(BATCH, CLASSES), torch.randint(0, CLASSES, (BATCH,)), torch.arange(BATCH)
-    calls, sustained, aum_calls, base_steps, logged_steps = [], [], [], [], []
+    calls, sustained, aum_calls = [], [], []
+    cores = os.cpu_count() or 1
+    configurations = {"all cores to torch": torch.get_num_threads()}
+    if cores > 1:
+        configurations["one core left to the writer"] = cores - 1
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
             call, total = time_log(Path(scratch) / f"log{repeat}", logits, targets, ids, args.log_calls)
             calls.append(call)
             sustained.append(total)
             aum_calls.append(time_aum(Path(scratch) / f"aum{repeat}", logits, targets, ids, args.aum_calls))
-            base_steps.append(time_training(None, args.train_steps))
-            logged_steps.append(time_training(Path(scratch) / f"train{repeat}", args.train_steps))
+        training = {
+            name: time_overhead(Path(scratch) / f"train{threads}", threads, args.pairs, args.train_steps)
+            for name, threads in configurations.items()
+        }
 
     med = statistics.median
     rate = {name: BATCH / med(values) for name, values in
             {"log_call": calls, "log_sustained": sustained, "aum_update": aum_calls}.items()}
-    overheads = [100 * (logged / base - 1) for base, logged in zip(base_steps, logged_steps, strict=True)]
+    overhead = {}
+    for name, pairs in training.items():
+        percents = [100 * (logged / base - 1) for base, logged in pairs]
+        overhead[name] = {
+            "torch_threads": configurations[name],
+            "step_ms_without_log": 1e3 * med(base for base, _ in pairs),
+            "step_ms_with_log": 1e3 * med(logged for _, logged in pairs),
+            "overhead_percent_median": med(percents),
+            "overhead_percent_all": percents,
+        }
     result = {
-        "machine": f"{platform.machine()} torch {torch.__version__} threads {torch.get_num_threads()}",
+        "machine": f"{platform.machine()} {cores} cores, torch {torch.__version__}",
         "batch": BATCH,
         "classes": CLASSES,
         "repeats": args.repeats,
         "sample_updates_per_s": rate,
         "ratio_log_call_vs_aum": rate["log_call"] / rate["aum_update"],
         "ratio_log_sustained_vs_aum": rate["log_sustained"] / rate["aum_update"],
-        "train_step_ms": {"without_log": 1e3 * med(base_steps), "with_log": 1e3 * med(logged_steps)},
-        "log_overhead_percent_median": med(overheads),
-        "log_overhead_percent_all": overheads,
+        "training_step_overhead": overhead,
         "targets": {"ratio_vs_aum": ">= 50", "overhead_percent": "< 3"},
     }
-    print(f"{'measure':<38}{'value':>16}")
-    print(f"{'aum update (sample-updates/s)':<38}{rate['aum_update']:>16,.0f}")
-    print(f"{'tdlog log() call (sample-updates/s)':<38}{rate['log_call']:>16,.0f}")
-    print(f"{'tdlog log() sustained, flushed':<38}{rate['log_sustained']:>16,.0f}")
-    print(f"{'ratio log() call / aum':<38}{result['ratio_log_call_vs_aum']:>15.1f}x")
-    print(f"{'ratio log() sustained / aum':<38}{result['ratio_log_sustained_vs_aum']:>15.1f}x")
-    print(f"{'MLP step without log (ms)':<38}{result['train_step_ms']['without_log']:>16.3f}")
-    print(f"{'MLP step with log (ms)':<38}{result['train_step_ms']['with_log']:>16.3f}")
-    print(f"{'log() overhead, median (%)':<38}{result['log_overhead_percent_median']:>16.2f}")
+    print(f"{'measure':<58}{'value':>16}")
+    print(f"{'aum update (sample-updates/s)':<58}{rate['aum_update']:>16,.0f}")
+    print(f"{'tdlog log() call (sample-updates/s)':<58}{rate['log_call']:>16,.0f}")
+    print(f"{'tdlog log() sustained, flushed':<58}{rate['log_sustained']:>16,.0f}")
+    print(f"{'ratio log() call / aum':<58}{result['ratio_log_call_vs_aum']:>15.1f}x")
+    print(f"{'ratio log() sustained / aum':<58}{result['ratio_log_sustained_vs_aum']:>15.1f}x")
+    for name, row in overhead.items():
+        label = f"MLP step, {name} ({row['torch_threads']} threads)"
+        steps_ms = f"{row['step_ms_without_log']:.3f} / {row['step_ms_with_log']:.3f}"
+        print(f"{label + ': ms without / with log':<58}{steps_ms:>16}")
+        print(f"{label + ': overhead, median (%)':<58}{row['overhead_percent_median']:>16.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import queue
 import warnings
 import weakref
 from pathlib import Path
@@ -16,6 +18,7 @@ from .commit import commit_table
 from .format import LOGITS_DTYPES, LOGITS_MODES, SAMPLES_DIR, part_name
 from .remote import RemoteMirror, is_uri
 from .samples import build_samples_table, drop_already_registered, read_registered
+from .staging import HostChunk, chunk_capacity
 from .stats import batch_statistics, kept_logits
 from .validate import (
     check_epoch,
@@ -54,6 +57,14 @@ def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     host.copy_(tensor, non_blocking=True)
     return host
+
+
+def _host_ids(ids: Any) -> Any:
+    """A device batch's ids on the host: int64 tensors copied (asynchronously from CUDA), Arrow arrays as they are."""
+    if not isinstance(ids, torch.Tensor):
+        return ids
+    ids = ids.to(torch.int64)
+    return _host_copy(ids) if ids.is_cuda else ids.clone()
 
 
 class Recorder:
@@ -145,9 +156,11 @@ class Recorder:
             "max_pending": max_pending,
         }
         self._writer: RecordWriter | None = None
-        self._pending: list[PendingBatch] = []
+        self._pending: list[PendingBatch] = []  # device batches not yet handed to the writer
         self._pending_rows = 0
+        self._chunk: HostChunk | None = None  # CPU batches not yet handed to the writer
         self._coalesce_rows = min(coalesce_rows, flush_rows)
+        self._chunk_capacity = chunk_capacity(self._coalesce_rows, self.num_outputs)
         self._samples_seq = 0
         self._step = 0
         self._nonfinite_seen = 0
@@ -199,26 +212,55 @@ class Recorder:
                 manifest_io.set_start_epoch(self.path, self.attempt, epoch)
             self._start_epoch_known = True
         if logits.is_cuda:
-            batch = self._device_batch(ids, logits, targets, loss, epoch, split, step)
+            self._stage_device(self._device_batch(ids, logits, targets, loss, epoch, split, step), batch_size)
         else:
             lowest, highest = torch.aminmax(targets)
             check_target_range("targets", int(lowest), int(highest), self.num_outputs)
-            batch = PendingBatch(
-                split=split,
-                epoch=epoch,
-                step=step,
-                ids=ids.cpu() if isinstance(ids, torch.Tensor) else ids,
-                targets=targets.detach().clone(),
-                logits=logits.detach().clone(),
-                loss=None if loss is None else loss.detach().reshape(-1).to(torch.float32, copy=True),
-            )
+            self._stage_host(ids, logits, targets, loss, epoch, split, step)
+
+    def _stage_host(self, ids, logits, targets, loss, epoch, split, step) -> None:
+        """Copy a CPU batch into the current chunk; hand the chunk over when the next batch may not fit."""
+        if self._pending:
+            self._submit_pending()  # keep the writer's order when CPU and device batches alternate
+        chunk = self._chunk
+        if chunk is not None and chunk.room() < logits.shape[0]:
+            self._submit_chunk()
+            chunk = None
+        if chunk is None:
+            chunk = self._chunk = self._free_chunk(logits.shape[0])
+        chunk.add(ids, logits, targets, loss, split, epoch, step)
+        if chunk.rows >= self._coalesce_rows:
+            self._submit_chunk()
+
+    def _free_chunk(self, rows: int) -> HostChunk:
+        """A chunk the writer has given back, or a new one; big enough for ``rows``."""
+        capacity = max(rows, self._chunk_capacity)
+        if self._writer is not None:
+            with contextlib.suppress(queue.Empty):
+                chunk = self._writer.free_chunks.get_nowait()
+                if chunk.capacity >= capacity:
+                    return chunk
+        return HostChunk(capacity, self.num_outputs)
+
+    def _stage_device(self, batch: PendingBatch, batch_size: int) -> None:
+        if self._chunk is not None:
+            self._submit_chunk()
         self._pending.append(batch)
         self._pending_rows += batch_size
         if self._pending_rows >= self._coalesce_rows:
             self._submit_pending()
 
+    def _submit_all(self) -> None:
+        self._submit_chunk()
+        self._submit_pending()
+
+    def _submit_chunk(self) -> None:
+        if self._chunk is not None:
+            self._ensure_writer().submit(self._chunk)
+            self._chunk = None
+
     def _submit_pending(self) -> None:
-        """Hand the batches gathered since the last hand-over to the writer thread as one chunk."""
+        """Hand the device batches gathered since the last hand-over to the writer thread as one list."""
         if self._pending:
             self._ensure_writer().submit(self._pending)
             self._pending, self._pending_rows = [], 0
@@ -232,15 +274,15 @@ class Recorder:
             split=split,
             epoch=epoch,
             step=step,
-            ids=_host_copy(ids) if isinstance(ids, torch.Tensor) and ids.is_cuda else ids,
+            ids=_host_ids(ids),
             targets=_host_copy(targets),
             floats=_host_copy(floats),
             ints=_host_copy(ints),
             kept=tuple(_host_copy(t) for t in kept),
             target_out_of_range=_host_copy(out_of_range),
+            copied=torch.cuda.Event(),
         )
-        batch.copied = torch.cuda.Event()
-        batch.copied.record()
+        batch.copied.record()  # after the copies above: the writer waits for it
         return batch
 
     def _prepare_ids(self, sample_ids: Any, batch_size: int) -> Any:
@@ -252,9 +294,7 @@ class Recorder:
                     f"sample_ids: expected shape ({batch_size},) to match logits, got {tuple(sample_ids.shape)}"
                 )
             self._bind_id_type("int64")
-            if sample_ids.is_cuda:
-                return sample_ids.detach().to(torch.int64)
-            return sample_ids.detach().to(torch.int64, copy=True)
+            return sample_ids.detach()  # copied (as int64) where the batch is staged
         array = ids_to_arrow(sample_ids, batch_size)
         self._bind_id_type(id_type_of(array))
         return array
@@ -356,7 +396,7 @@ class Recorder:
     def flush(self) -> None:
         """Block until every logged row is committed to disk (readable by ``analytics``)."""
         self._raise_pending_errors()
-        self._submit_pending()
+        self._submit_all()
         if self._writer is not None:
             self._writer.flush()
         if self.remote is not None:
@@ -367,7 +407,7 @@ class Recorder:
         """Commit everything buffered and stop the writer thread. Safe to call twice."""
         if self.closed:
             return
-        self._submit_pending()
+        self._submit_all()
         self.closed = True
         _OPEN_RECORDERS.discard(self)
         if self._writer is not None:

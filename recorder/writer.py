@@ -1,7 +1,8 @@
 """Background writer: turns queued batches into Arrow rows and commits Parquet files.
 
 The training thread only enqueues (a bounded queue gives back-pressure instead of unbounded memory).
-This thread waits for device copies, computes statistics for CPU batches, buffers rows per
+This thread waits for device copies, computes statistics for staged CPU batches (and hands their chunk
+back for reuse), buffers rows per
 ``(split, epoch)`` and commits a file when a buffer reaches ``flush_rows``, when an epoch of a split
 ends, when ``flush_seconds`` have passed, on ``flush()`` and on ``close()``. An exception here is kept
 and raised from the recorder's next call.
@@ -10,7 +11,6 @@ and raised from the recorder's next call.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import queue
 import threading
@@ -26,27 +26,26 @@ import torch
 
 from .commit import commit_table
 from .format import FLOAT_STATS, INT_STATS, part_name, records_partition, records_schema
-from .stats import batch_statistics, kept_logits
+from .host_stats import host_kept_logits, host_statistics
+from .staging import HostChunk
 from .validate import check_target_range
 
 
 @dataclass
 class PendingBatch:
-    """One ``log()`` call on its way to disk. Either ``logits`` (CPU: statistics still to compute) or
-    ``floats``/``ints`` (computed on the device, copied to pinned host memory) is set."""
+    """One ``log()`` call of a device batch on its way to disk: its statistics were computed on the
+    device and are being copied to pinned host memory (``copied`` is recorded after the copies)."""
 
     split: str
     epoch: int
     step: int
     ids: pa.Array | torch.Tensor
     targets: torch.Tensor
-    logits: torch.Tensor | None = None
-    loss: torch.Tensor | None = None
-    floats: torch.Tensor | None = None
-    ints: torch.Tensor | None = None
-    kept: tuple[torch.Tensor, ...] = ()
-    target_out_of_range: torch.Tensor | None = None
-    copied: Any = None  # torch.cuda.Event recorded after the device-to-host copies
+    floats: torch.Tensor
+    ints: torch.Tensor
+    kept: tuple[torch.Tensor, ...]
+    target_out_of_range: torch.Tensor
+    copied: Any  # torch.cuda.Event
 
 
 @dataclass
@@ -71,23 +70,9 @@ def _lower_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
-def _confine_torch_to_this_thread() -> None:
-    """Make torch ops of this thread single-threaded without touching the training threads' setting.
-
-    ``torch.set_num_threads`` changes the process-wide default; OpenMP's ``omp_set_num_threads`` only
-    sets the calling thread's value. Without it, the CPU statistics computed here open a second OpenMP
-    team that fights the training thread's team for the same cores (benchmarks/recorder.py: a small
-    MLP step went from 1.8 ms to 4.1 ms on 2 cores). Where the OpenMP runtime is not visible the
-    statistics are still right, only slower.
-    """
-    torch.get_num_threads()  # ATen sets this thread's OpenMP value on first use: let it happen first
-    with contextlib.suppress(AttributeError, OSError):
-        ctypes.CDLL(None).omp_set_num_threads(1)
-
-
 def _concat_ids(parts: list[pa.Array | torch.Tensor]) -> pa.Array:
     if isinstance(parts[0], torch.Tensor):
-        return pa.array(torch.cat(parts).numpy())
+        return pa.array(np.concatenate([part.numpy() for part in parts]))
     return pa.concat_arrays(parts)
 
 
@@ -118,6 +103,7 @@ class RecordWriter(threading.Thread):
             logits_dtype=config.logits_dtype,
         )
         self.queue: queue.Queue = queue.Queue(maxsize=config.max_pending)
+        self.free_chunks: queue.SimpleQueue[HostChunk] = queue.SimpleQueue()  # consumed chunks, for reuse
         self.on_nonfinite = on_nonfinite
         self.fatal: BaseException | None = None
         self.rejected: list[BaseException] = []
@@ -128,8 +114,8 @@ class RecordWriter(threading.Thread):
         self._oldest: float | None = None
 
     # --- producer side (training thread) -------------------------------------------------------
-    def submit(self, chunk: list[PendingBatch]) -> None:
-        self.queue.put(chunk)
+    def submit(self, item: HostChunk | list[PendingBatch]) -> None:
+        self.queue.put(item)
 
     def flush(self) -> None:
         marker = _Flush()
@@ -145,7 +131,6 @@ class RecordWriter(threading.Thread):
     # --- consumer side (this thread) -----------------------------------------------------------
     def run(self) -> None:
         _lower_thread_priority()
-        _confine_torch_to_this_thread()
         while True:
             try:
                 item = self.queue.get(timeout=self._wait_seconds())
@@ -176,26 +161,58 @@ class RecordWriter(threading.Thread):
         except BaseException as exc:
             self.fatal = exc
 
-    def _accept(self, chunk: list[PendingBatch]) -> None:
-        """Turn a chunk of batches (coalesced by the recorder) into rows buffered per (split, epoch)."""
-        accepted = [batch for batch in chunk if self._check(batch)]
-        raw = [batch for batch in accepted if batch.logits is not None]
-        if raw:
-            self._compute_statistics(raw)
+    def _accept(self, item: HostChunk | list[PendingBatch]) -> None:
+        """Turn a staged chunk of CPU batches, or a list of device batches, into rows buffered per
+        (split, epoch)."""
+        if isinstance(item, HostChunk):
+            self._accept_host(item)
+        else:
+            self._accept_device(item)
+
+    def _accept_host(self, chunk: HostChunk) -> None:
+        """Statistics of a chunk of CPU batches, computed once over all its rows (NumPy: see
+        :mod:`recorder.host_stats`); the chunk is then handed back for reuse."""
+        rows = chunk.rows
+        config = self.config
+        logits = chunk.logits[:rows]
+        kept = host_kept_logits(logits, config.logits, config.topk, config.logits_dtype)
+        all_given = all(chunk.loss_given)
+        floats, ints = host_statistics(logits, chunk.targets[:rows], chunk.loss[:rows] if all_given else None)
+        if not all_given:  # some batches came with their own loss: it replaces the cross-entropy
+            start = 0
+            for stop, given in zip(chunk.stops, chunk.loss_given, strict=True):
+                if given:
+                    floats[0, start:stop] = chunk.loss[start:stop]
+                start = stop
+        ids, steps, runs = chunk.sample_ids(), chunk.step_column(), chunk.key_runs()
+        self.free_chunks.put(chunk.reset())
+        self._buffer_rows(floats, ints, ids, steps, kept, runs)
+
+    def _accept_device(self, batches: list[PendingBatch]) -> None:
+        """Rows of device batches whose statistics were computed on the device and copied to the host."""
+        accepted = [batch for batch in batches if self._check(batch)]
+        if not accepted:
+            return
+        runs: list[tuple[tuple[str, int], int, int]] = []
         start = 0
-        while start < len(accepted):  # consecutive batches of one (split, epoch) become one Arrow batch
-            key = (accepted[start].split, accepted[start].epoch)
-            stop = start + 1
-            while stop < len(accepted) and (accepted[stop].split, accepted[stop].epoch) == key:
-                stop += 1
-            self._buffer(key, self._to_arrow(accepted[start:stop]))
+        for batch in accepted:
+            key, stop = (batch.split, batch.epoch), start + batch.targets.shape[0]
+            runs.append((key, runs.pop()[1], stop) if runs and runs[-1][0] == key else (key, start, stop))
             start = stop
+        sizes = [batch.targets.shape[0] for batch in accepted]
+        self._buffer_rows(
+            np.concatenate([b.floats.numpy() for b in accepted], axis=1),  # [6, rows], rows contiguous
+            np.concatenate([b.ints.numpy() for b in accepted], axis=1),
+            _concat_ids([b.ids for b in accepted]),
+            np.repeat(np.array([b.step for b in accepted], dtype=np.int64), sizes),
+            [np.concatenate([b.kept[i].numpy() for b in accepted]) for i in range(len(accepted[0].kept))],
+            runs,
+        )
 
     def _check(self, batch: PendingBatch) -> bool:
-        """Wait for a CUDA batch's copies and check its targets; a bad batch is refused, others go on."""
-        if batch.copied is not None:
-            batch.copied.synchronize()
-        if batch.target_out_of_range is None or not bool(batch.target_out_of_range):
+        """Wait for a device batch's copies and check its targets; a bad batch is refused, others go on."""
+        batch.copied.synchronize()
+        if not batch.target_out_of_range.numpy():
             return True
         targets = batch.targets.numpy()
         try:
@@ -204,22 +221,27 @@ class RecordWriter(threading.Thread):
             self.rejected.append(RejectedBatch(f"{exc} (the batch of step {batch.step} was not written)"))
         return False
 
-    def _compute_statistics(self, raw: list[PendingBatch]) -> None:
-        """Statistics of CPU batches, computed once over the whole chunk (one pass per operation)."""
-        logits = torch.cat([batch.logits for batch in raw]) if len(raw) > 1 else raw[0].logits
-        targets = torch.cat([batch.targets for batch in raw])
-        config = self.config
-        kept = kept_logits(logits, config.logits, config.topk, config.logits_dtype)
-        floats, ints = batch_statistics(logits, targets, None, overwrite_logits=logits.dtype == torch.float32)
-        offset = 0
-        for batch in raw:
-            rows = slice(offset, offset + batch.targets.shape[0])
-            batch.floats, batch.ints = floats[:, rows], ints[:, rows]
-            if batch.loss is not None:
-                batch.floats[0] = batch.loss
-            batch.kept = tuple(tensor[rows] for tensor in kept)
-            batch.logits = None
-            offset = rows.stop
+    def _buffer_rows(self, floats: np.ndarray, ints: np.ndarray, ids: pa.Array, steps: np.ndarray,
+                     kept: list[np.ndarray], runs: list[tuple[tuple[str, int], int, int]]) -> None:
+        """One Arrow batch of all the rows, buffered slice by slice under each run's (split, epoch);
+        rows with NaN/Inf are counted (and kept)."""
+        rows = floats.shape[1]
+        nonfinite = rows - int(np.isfinite(floats).all(axis=0).sum())
+        if nonfinite:
+            self.on_nonfinite(nonfinite)
+        columns: dict[str, pa.Array] = {
+            "sample_id": ids,
+            "step": pa.array(steps),
+            "attempt": pa.array(np.full(rows, self.config.attempt, dtype=np.int32)),
+            "rank": pa.array(np.full(rows, self.config.rank, dtype=np.int32)),
+        }
+        columns.update((name, pa.array(ints[index])) for index, name in enumerate(INT_STATS))
+        columns.update((name, pa.array(floats[index])) for index, name in enumerate(FLOAT_STATS))
+        for name, values in zip(self._kept_columns(), kept, strict=True):
+            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+        record_batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
+        for key, start, stop in runs:
+            self._buffer(key, record_batch.slice(start, stop - start))
 
     def _buffer(self, key: tuple[str, int], record_batch: pa.RecordBatch) -> None:
         for other in [k for k in self._buffers if k[0] == key[0] and k[1] != key[1]]:
@@ -229,29 +251,6 @@ class RecordWriter(threading.Thread):
             self._oldest = time.monotonic()
         if sum(b.num_rows for b in self._buffers[key]) >= self.config.flush_rows:
             self._commit(key)
-
-    def _to_arrow(self, batches: list[PendingBatch]) -> pa.RecordBatch:
-        """One Arrow batch from consecutive batches; rows with NaN/Inf are counted (and kept)."""
-        floats = np.concatenate([b.floats.numpy() for b in batches], axis=1)  # [6, rows], rows contiguous
-        ints = np.concatenate([b.ints.numpy() for b in batches], axis=1)
-        rows = floats.shape[1]
-        nonfinite = rows - int(np.isfinite(floats).all(axis=0).sum())
-        if nonfinite:
-            self.on_nonfinite(nonfinite)
-        columns: dict[str, pa.Array] = {
-            "sample_id": _concat_ids([b.ids for b in batches]),
-            "step": pa.array(
-                np.repeat(np.array([b.step for b in batches], dtype=np.int64), [b.floats.shape[1] for b in batches])
-            ),
-            "attempt": pa.array(np.full(rows, self.config.attempt, dtype=np.int32)),
-            "rank": pa.array(np.full(rows, self.config.rank, dtype=np.int32)),
-        }
-        columns.update((name, pa.array(ints[index])) for index, name in enumerate(INT_STATS))
-        columns.update((name, pa.array(floats[index])) for index, name in enumerate(FLOAT_STATS))
-        for position, name in enumerate(self._kept_columns()):
-            values = np.concatenate([b.kept[position].numpy() for b in batches])
-            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
-        return pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
 
     def _kept_columns(self) -> tuple[str, ...]:
         return {"none": (), "full": ("logits",), "topk": ("topk_logits", "topk_classes")}[self.config.logits]

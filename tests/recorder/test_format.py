@@ -46,8 +46,10 @@ def test_rows_hold_what_was_logged(small_run) -> None:
     floats, ints = batch_statistics(logits, targets, None)
     np.testing.assert_array_equal(frame["sample_id"][order], logged["ids"][expected_order])
     np.testing.assert_array_equal(frame["epoch"][order], logged["epoch"][expected_order])
-    np.testing.assert_array_equal(frame["margin"][order], floats[1].numpy())
-    np.testing.assert_array_equal(frame["loss"][order], floats[0].numpy())
+    np.testing.assert_array_equal(frame["margin"][order], floats[1].numpy())  # a float32 difference: exact
+    # CPU rows come from the writer's NumPy statistics, whose float32 exp/log may differ from torch's in the
+    # last bit (measured: at most 1.6e-7 relative): 2 ulps.
+    np.testing.assert_allclose(frame["loss"][order], floats[0].numpy(), rtol=2.4e-7, atol=0)
     np.testing.assert_array_equal(frame["pred"][order], ints[2].numpy())
     assert set(frame["step"]) == set(range(9)) and set(frame["attempt"]) == {0} and set(frame["rank"]) == {0}
 
