@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-import queue
 import warnings
 import weakref
 from pathlib import Path
@@ -14,12 +12,13 @@ from typing import Any
 import torch
 
 from . import manifest as manifest_io
+from .chunk import chunk_capacity
 from .commit import commit_table
+from .device import DeviceBatches, PendingBatch, device_batch
 from .format import LOGITS_DTYPES, LOGITS_MODES, SAMPLES_DIR, part_name
 from .remote import RemoteMirror, is_uri
 from .samples import build_samples_table, drop_already_registered, read_registered
-from .staging import HostChunk, chunk_capacity
-from .stats import batch_statistics, kept_logits
+from .staging import HostChunk
 from .validate import (
     check_epoch,
     check_id_type,
@@ -31,7 +30,7 @@ from .validate import (
     id_type_of,
     ids_to_arrow,
 )
-from .writer import PendingBatch, RecordWriter, WriterConfig
+from .writer import RecordWriter, WriterConfig
 
 _OPEN_RECORDERS: weakref.WeakSet = weakref.WeakSet()
 
@@ -50,21 +49,6 @@ def _agree_on_attempt(run_dir: Path, rank: int, world_size: int, start_epoch: in
     if world_size > 1:
         torch.distributed.broadcast_object_list(attempt, src=0)
     return attempt[0]
-
-
-def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
-    """Start a non-blocking copy of a CUDA tensor into pinned host memory (no host sync)."""
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    host.copy_(tensor, non_blocking=True)
-    return host
-
-
-def _host_ids(ids: Any) -> Any:
-    """A device batch's ids on the host: int64 tensors copied (asynchronously from CUDA), Arrow arrays as they are."""
-    if not isinstance(ids, torch.Tensor):
-        return ids
-    ids = ids.to(torch.int64)
-    return _host_copy(ids) if ids.is_cuda else ids.clone()
 
 
 class Recorder:
@@ -212,7 +196,13 @@ class Recorder:
                 manifest_io.set_start_epoch(self.path, self.attempt, epoch)
             self._start_epoch_known = True
         if logits.is_cuda:
-            self._stage_device(self._device_batch(ids, logits, targets, loss, epoch, split, step), batch_size)
+            options = self._writer_options
+            self._stage_device(
+                device_batch(ids, logits, targets, loss, epoch=epoch, split=split, step=step,
+                             num_outputs=self.num_outputs, logits_mode=options["logits"], topk=options["topk"],
+                             logits_dtype=options["logits_dtype"]),
+                batch_size,
+            )
         else:
             lowest, highest = torch.aminmax(targets)
             check_target_range("targets", int(lowest), int(highest), self.num_outputs)
@@ -235,12 +225,8 @@ class Recorder:
     def _free_chunk(self, rows: int) -> HostChunk:
         """A chunk the writer has given back, or a new one; big enough for ``rows``."""
         capacity = max(rows, self._chunk_capacity)
-        if self._writer is not None:
-            with contextlib.suppress(queue.Empty):
-                chunk = self._writer.free_chunks.get_nowait()
-                if chunk.capacity >= capacity:
-                    return chunk
-        return HostChunk(capacity, self.num_outputs)
+        chunk = self._ensure_writer().take_chunk(capacity)
+        return chunk if chunk is not None else HostChunk(capacity, self.num_outputs)
 
     def _stage_device(self, batch: PendingBatch, batch_size: int) -> None:
         if self._chunk is not None:
@@ -262,28 +248,8 @@ class Recorder:
     def _submit_pending(self) -> None:
         """Hand the device batches gathered since the last hand-over to the writer thread as one list."""
         if self._pending:
-            self._ensure_writer().submit(self._pending)
+            self._ensure_writer().submit(DeviceBatches(self._pending))
             self._pending, self._pending_rows = [], 0
-
-    def _device_batch(self, ids, logits, targets, loss, epoch, split, step) -> PendingBatch:
-        floats, ints = batch_statistics(logits, targets, loss)
-        out_of_range = ((targets < 0) | (targets >= self.num_outputs)).any()
-        kept = kept_logits(logits, self._writer_options["logits"], self._writer_options["topk"],
-                           self._writer_options["logits_dtype"])
-        batch = PendingBatch(
-            split=split,
-            epoch=epoch,
-            step=step,
-            ids=_host_ids(ids),
-            targets=_host_copy(targets),
-            floats=_host_copy(floats),
-            ints=_host_copy(ints),
-            kept=tuple(_host_copy(t) for t in kept),
-            target_out_of_range=_host_copy(out_of_range),
-            copied=torch.cuda.Event(),
-        )
-        batch.copied.record()  # after the copies above: the writer waits for it
-        return batch
 
     def _prepare_ids(self, sample_ids: Any, batch_size: int) -> Any:
         if isinstance(sample_ids, torch.Tensor):

@@ -1,11 +1,12 @@
-"""Background writer: turns queued batches into Arrow rows and commits Parquet files.
+"""Background writer thread: turns handed-over batches into Arrow rows and commits Parquet files.
 
-The training thread only enqueues (a bounded queue gives back-pressure instead of unbounded memory).
-This thread waits for device copies, computes statistics for staged CPU batches (and hands their chunk
-back for reuse), buffers rows per
-``(split, epoch)`` and commits a file when a buffer reaches ``flush_rows``, when an epoch of a split
-ends, when ``flush_seconds`` have passed, on ``flush()`` and on ``close()``. An exception here is kept
-and raised from the recorder's next call.
+It imports NumPy and PyArrow only: a torch op in a second live thread made every training step of the
+main thread twice as slow (see :mod:`recorder.host_stats`). It computes the statistics of staged CPU
+batches (and hands their chunk back for reuse), takes the rows of device batches, buffers rows per
+``(split, epoch)`` and commits a file when a buffer reaches ``flush_rows``, when an epoch of a split ends,
+when ``flush_seconds`` have passed, on ``flush()`` and on ``close()``. An exception here is kept and
+raised from the recorder's next call. The training thread only hands over; a bounded queue gives
+back-pressure instead of unbounded memory.
 """
 
 from __future__ import annotations
@@ -22,30 +23,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
+from .chunk import Chunk
 from .commit import commit_table
 from .format import FLOAT_STATS, INT_STATS, part_name, records_partition, records_schema
 from .host_stats import host_kept_logits, host_statistics
-from .staging import HostChunk
-from .validate import check_target_range
-
-
-@dataclass
-class PendingBatch:
-    """One ``log()`` call of a device batch on its way to disk: its statistics were computed on the
-    device and are being copied to pinned host memory (``copied`` is recorded after the copies)."""
-
-    split: str
-    epoch: int
-    step: int
-    ids: pa.Array | torch.Tensor
-    targets: torch.Tensor
-    floats: torch.Tensor
-    ints: torch.Tensor
-    kept: tuple[torch.Tensor, ...]
-    target_out_of_range: torch.Tensor
-    copied: Any  # torch.cuda.Event
 
 
 @dataclass
@@ -64,16 +46,28 @@ class WriterConfig:
     on_commit: Callable[[Path], None] | None = None  # called with each committed file (object-store upload)
 
 
+@dataclass
+class Rows:
+    """Rows ready to buffer: statistics ``[6, n]``/``[3, n]``, ids, steps, kept logits, and the
+    ``((split, epoch), start, stop)`` runs they belong to."""
+
+    floats: np.ndarray
+    ints: np.ndarray
+    ids: pa.Array
+    steps: np.ndarray
+    kept: list[np.ndarray]
+    runs: list[tuple[tuple[str, int], int, int]]
+
+
+class RejectedBatch(ValueError):
+    """A batch whose values were found bad on the writer side (CUDA batches are checked there, since
+    checking them in ``log()`` would need a host sync). Raised from the next call; later batches go on."""
+
+
 def _lower_thread_priority() -> None:
     """Run this thread at a lower CPU priority than the training threads (Linux: per-thread nice)."""
     with contextlib.suppress(AttributeError, OSError):  # elsewhere, or not permitted: default priority
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-
-
-def _concat_ids(parts: list[pa.Array | torch.Tensor]) -> pa.Array:
-    if isinstance(parts[0], torch.Tensor):
-        return pa.array(np.concatenate([part.numpy() for part in parts]))
-    return pa.concat_arrays(parts)
 
 
 class _Flush:
@@ -84,13 +78,13 @@ class _Flush:
 _CLOSE = object()
 
 
-class RejectedBatch(ValueError):
-    """A batch whose values were found bad on the writer side (CUDA batches are checked there, since
-    checking them in ``log()`` would need a host sync). Raised from the next call; later batches go on."""
-
-
 class RecordWriter(threading.Thread):
-    """Daemon thread owning every records file of one (attempt, rank)."""
+    """Daemon thread owning every records file of one (attempt, rank).
+
+    Items handed to :meth:`submit` are a :class:`recorder.chunk.Chunk` (CPU batches; given back through
+    :meth:`take_chunk` once read) or an object with a ``rows(num_outputs, rejected)`` method returning
+    :class:`Rows` (device batches, :class:`recorder.device.DeviceBatches`).
+    """
 
     def __init__(self, config: WriterConfig, on_nonfinite: Callable[[int], None]) -> None:
         super().__init__(name=f"tdlog-writer-a{config.attempt}-r{config.rank}", daemon=True)
@@ -103,18 +97,24 @@ class RecordWriter(threading.Thread):
             logits_dtype=config.logits_dtype,
         )
         self.queue: queue.Queue = queue.Queue(maxsize=config.max_pending)
-        self.free_chunks: queue.SimpleQueue[HostChunk] = queue.SimpleQueue()  # consumed chunks, for reuse
+        self.free_chunks: queue.SimpleQueue[Chunk] = queue.SimpleQueue()  # read chunks, for reuse
         self.on_nonfinite = on_nonfinite
         self.fatal: BaseException | None = None
         self.rejected: list[BaseException] = []
-        self.committed_files = 0
-        self.committed_rows = 0
         self._seq = 0
         self._buffers: dict[tuple[str, int], list[pa.RecordBatch]] = {}
         self._oldest: float | None = None
 
     # --- producer side (training thread) -------------------------------------------------------
-    def submit(self, item: HostChunk | list[PendingBatch]) -> None:
+    def take_chunk(self, capacity: int) -> Chunk | None:
+        """A chunk given back after reading, with at least ``capacity`` rows, if there is one."""
+        with contextlib.suppress(queue.Empty):
+            chunk = self.free_chunks.get_nowait()
+            if chunk.capacity >= capacity:
+                return chunk
+        return None
+
+    def submit(self, item: Any) -> None:
         self.queue.put(item)
 
     def flush(self) -> None:
@@ -155,92 +155,59 @@ class RecordWriter(threading.Thread):
 
     def _guarded(self, action: Callable[..., None], *args: Any) -> None:
         if self.fatal is not None:
+            if isinstance(args[0] if args else None, Chunk):
+                self.free_chunks.put(args[0])  # keep chunks circulating so the training loop never blocks
             return  # keep draining the queue so the training loop never blocks on a dead writer
         try:
             action(*args)
         except BaseException as exc:
             self.fatal = exc
 
-    def _accept(self, item: HostChunk | list[PendingBatch]) -> None:
-        """Turn a staged chunk of CPU batches, or a list of device batches, into rows buffered per
-        (split, epoch)."""
-        if isinstance(item, HostChunk):
-            self._accept_host(item)
-        else:
-            self._accept_device(item)
+    def _accept(self, item: Any) -> None:
+        """Buffer the rows of a staged chunk of CPU batches, or of a list of device batches."""
+        rows = self._chunk_rows(item) if isinstance(item, Chunk) else item.rows(self.config.num_outputs, self.rejected)
+        if rows is not None:
+            self._buffer_rows(rows)
 
-    def _accept_host(self, chunk: HostChunk) -> None:
+    def _chunk_rows(self, chunk: Chunk) -> Rows:
         """Statistics of a chunk of CPU batches, computed once over all its rows (NumPy: see
-        :mod:`recorder.host_stats`); the chunk is then handed back for reuse."""
-        rows = chunk.rows
-        config = self.config
-        logits = chunk.logits[:rows]
-        kept = host_kept_logits(logits, config.logits, config.topk, config.logits_dtype)
-        all_given = all(chunk.loss_given)
-        floats, ints = host_statistics(logits, chunk.targets[:rows], chunk.loss[:rows] if all_given else None)
-        if not all_given:  # some batches came with their own loss: it replaces the cross-entropy
-            start = 0
-            for stop, given in zip(chunk.stops, chunk.loss_given, strict=True):
-                if given:
-                    floats[0, start:stop] = chunk.loss[start:stop]
-                start = stop
-        ids, steps, runs = chunk.sample_ids(), chunk.step_column(), chunk.key_runs()
-        self.free_chunks.put(chunk.reset())
-        self._buffer_rows(floats, ints, ids, steps, kept, runs)
-
-    def _accept_device(self, batches: list[PendingBatch]) -> None:
-        """Rows of device batches whose statistics were computed on the device and copied to the host."""
-        accepted = [batch for batch in batches if self._check(batch)]
-        if not accepted:
-            return
-        runs: list[tuple[tuple[str, int], int, int]] = []
-        start = 0
-        for batch in accepted:
-            key, stop = (batch.split, batch.epoch), start + batch.targets.shape[0]
-            runs.append((key, runs.pop()[1], stop) if runs and runs[-1][0] == key else (key, start, stop))
-            start = stop
-        sizes = [batch.targets.shape[0] for batch in accepted]
-        self._buffer_rows(
-            np.concatenate([b.floats.numpy() for b in accepted], axis=1),  # [6, rows], rows contiguous
-            np.concatenate([b.ints.numpy() for b in accepted], axis=1),
-            _concat_ids([b.ids for b in accepted]),
-            np.repeat(np.array([b.step for b in accepted], dtype=np.int64), sizes),
-            [np.concatenate([b.kept[i].numpy() for b in accepted]) for i in range(len(accepted[0].kept))],
-            runs,
-        )
-
-    def _check(self, batch: PendingBatch) -> bool:
-        """Wait for a device batch's copies and check its targets; a bad batch is refused, others go on."""
-        batch.copied.synchronize()
-        if not batch.target_out_of_range.numpy():
-            return True
-        targets = batch.targets.numpy()
+        :mod:`recorder.host_stats`); the chunk is then given back for reuse."""
         try:
-            check_target_range("targets", int(targets.min()), int(targets.max()), self.config.num_outputs)
-        except ValueError as exc:
-            self.rejected.append(RejectedBatch(f"{exc} (the batch of step {batch.step} was not written)"))
-        return False
+            rows = chunk.rows
+            config = self.config
+            logits = chunk.logits[:rows]
+            kept = host_kept_logits(logits, config.logits, config.topk, config.logits_dtype)
+            all_given = all(chunk.loss_given)
+            floats, ints = host_statistics(logits, chunk.targets[:rows], chunk.loss[:rows] if all_given else None)
+            if not all_given:  # some batches came with their own loss: it replaces the cross-entropy
+                start = 0
+                for stop, given in zip(chunk.stops, chunk.loss_given, strict=True):
+                    if given:
+                        floats[0, start:stop] = chunk.loss[start:stop]
+                    start = stop
+            return Rows(floats, ints, chunk.sample_ids(), chunk.step_column(), kept, chunk.key_runs())
+        finally:
+            self.free_chunks.put(chunk.reset())
 
-    def _buffer_rows(self, floats: np.ndarray, ints: np.ndarray, ids: pa.Array, steps: np.ndarray,
-                     kept: list[np.ndarray], runs: list[tuple[tuple[str, int], int, int]]) -> None:
+    def _buffer_rows(self, rows: Rows) -> None:
         """One Arrow batch of all the rows, buffered slice by slice under each run's (split, epoch);
         rows with NaN/Inf are counted (and kept)."""
-        rows = floats.shape[1]
-        nonfinite = rows - int(np.isfinite(floats).all(axis=0).sum())
+        count = rows.floats.shape[1]
+        nonfinite = count - int(np.isfinite(rows.floats).all(axis=0).sum())
         if nonfinite:
             self.on_nonfinite(nonfinite)
         columns: dict[str, pa.Array] = {
-            "sample_id": ids,
-            "step": pa.array(steps),
-            "attempt": pa.array(np.full(rows, self.config.attempt, dtype=np.int32)),
-            "rank": pa.array(np.full(rows, self.config.rank, dtype=np.int32)),
+            "sample_id": rows.ids,
+            "step": pa.array(rows.steps),
+            "attempt": pa.array(np.full(count, self.config.attempt, dtype=np.int32)),
+            "rank": pa.array(np.full(count, self.config.rank, dtype=np.int32)),
         }
-        columns.update((name, pa.array(ints[index])) for index, name in enumerate(INT_STATS))
-        columns.update((name, pa.array(floats[index])) for index, name in enumerate(FLOAT_STATS))
-        for name, values in zip(self._kept_columns(), kept, strict=True):
+        columns.update((name, pa.array(rows.ints[index])) for index, name in enumerate(INT_STATS))
+        columns.update((name, pa.array(rows.floats[index])) for index, name in enumerate(FLOAT_STATS))
+        for name, values in zip(self._kept_columns(), rows.kept, strict=True):
             columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
         record_batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
-        for key, start, stop in runs:
+        for key, start, stop in rows.runs:
             self._buffer(key, record_batch.slice(start, stop - start))
 
     def _buffer(self, key: tuple[str, int], record_batch: pa.RecordBatch) -> None:
@@ -266,8 +233,6 @@ class RecordWriter(threading.Thread):
         if self.config.on_commit is not None:
             self.config.on_commit(committed)
         self._seq += 1
-        self.committed_files += 1
-        self.committed_rows += table.num_rows
 
     def _commit_all(self) -> None:
         for key in list(self._buffers):

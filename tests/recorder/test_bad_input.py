@@ -124,21 +124,15 @@ def test_register_samples_errors(tmp_path) -> None:
     assert samples["is_threshold"].to_pylist() == [False, True, False]
 
 
-def test_writer_failure_is_raised_from_next_call_and_committed_files_survive(tmp_path, monkeypatch) -> None:
-    import recorder.writer as writer_module
-
+def test_writer_failure_is_raised_from_next_call_and_committed_files_survive(tmp_path) -> None:
     rec = Recorder(tmp_path / "run", num_classes=3, coalesce_rows=1)
     rec.log(torch.arange(4), torch.randn(4, 3), torch.zeros(4, dtype=torch.long), epoch=0)
     rec.flush()
-
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(writer_module, "commit_table", full_disk)
+    (tmp_path / "run" / "records" / "split=train" / "epoch=1").write_text("")  # a file where a folder goes
     rec.log(torch.arange(4), torch.randn(4, 3), torch.zeros(4, dtype=torch.long), epoch=1)
-    with pytest.raises(RuntimeError, match=r"writer thread failed.*No space left on device"):
+    with pytest.raises(RuntimeError, match=r"writer thread failed; rows not yet committed are lost.*Not a directory"):
         rec.flush()
-    with pytest.raises(RuntimeError, match="writer thread failed"):
+    with pytest.raises(RuntimeError, match="tdlog writer thread failed"):
         rec.log(torch.arange(4), torch.randn(4, 3), torch.zeros(4, dtype=torch.long), epoch=2)
     with pytest.raises(RuntimeError):
         rec.close()

@@ -1,0 +1,69 @@
+"""Rows of consecutive CPU batches in NumPy buffers, as the writer thread reads them.
+
+The writer needs NumPy and PyArrow only (it must not run torch ops, see :mod:`recorder.host_stats`);
+:class:`recorder.staging.HostChunk` is the training side's view, which copies torch tensors in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+# Chunks hold at most this many logit values (64 MiB of float32), whatever the number of classes.
+MAX_CHUNK_VALUES = 1 << 24
+
+
+def chunk_capacity(coalesce_rows: int, num_outputs: int) -> int:
+    """Rows of a chunk: ``coalesce_rows``, fewer when ``rows * num_outputs`` would pass MAX_CHUNK_VALUES."""
+    return max(1, min(coalesce_rows, MAX_CHUNK_VALUES // num_outputs))
+
+
+class Chunk:
+    """Consecutive CPU batches in preallocated buffers: targets and integer ids as int64, logits as float32
+    ``[capacity, num_outputs]``, given losses as float32; per batch its split, epoch, step, end row and
+    whether a loss was given. String ids are kept as the Arrow arrays they arrived as."""
+
+    def __init__(self, capacity: int, num_outputs: int) -> None:
+        self.capacity = capacity
+        self.logits = np.empty((capacity, num_outputs), np.float32)
+        self.targets = np.empty(capacity, np.int64)
+        self.loss = np.empty(capacity, np.float32)
+        self.ids = np.empty(capacity, np.int64)
+        self.reset()
+
+    def reset(self) -> Chunk:
+        self.rows = 0
+        self.id_arrays: list[pa.Array] = []
+        self.splits: list[str] = []
+        self.epochs: list[int] = []
+        self.steps: list[int] = []
+        self.stops: list[int] = []
+        self.loss_given: list[bool] = []
+        return self
+
+    def room(self) -> int:
+        return self.capacity - self.rows
+
+    def sample_ids(self) -> pa.Array:
+        """The chunk's ids as an Arrow array that owns its memory (the buffer is reused)."""
+        if self.id_arrays:
+            return pa.concat_arrays(self.id_arrays)
+        return pa.array(self.ids[: self.rows].copy())
+
+    def step_column(self) -> np.ndarray:
+        """Each row's step: every batch's step repeated over its rows."""
+        sizes = np.diff(np.array(self.stops, dtype=np.int64), prepend=0)
+        return np.repeat(np.array(self.steps, dtype=np.int64), sizes)
+
+    def key_runs(self) -> list[tuple[tuple[str, int], int, int]]:
+        """``((split, epoch), start_row, stop_row)`` of each run of consecutive batches with one key."""
+        runs: list[tuple[tuple[str, int], int, int]] = []
+        start = 0
+        for index, key in enumerate(zip(self.splits, self.epochs, strict=True)):
+            stop = self.stops[index]
+            if runs and runs[-1][0] == key:
+                runs[-1] = (key, runs[-1][1], stop)
+            else:
+                runs.append((key, start, stop))
+            start = stop
+        return runs

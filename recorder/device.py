@@ -1,0 +1,112 @@
+"""Device (CUDA) batches: statistics computed on the device, copied to pinned host memory without a sync.
+
+``log()`` turns a CUDA batch into a :class:`PendingBatch`; the recorder hands a list of them to the writer
+thread as :class:`DeviceBatches`, which waits for the copies, checks the targets and returns the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from .stats import batch_statistics, kept_logits
+from .validate import check_target_range
+from .writer import RejectedBatch, Rows
+
+
+def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """Start a non-blocking copy of a CUDA tensor into pinned host memory (no host sync)."""
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    return host
+
+
+def _host_ids(ids: Any) -> Any:
+    """A device batch's ids on the host: int64 tensors copied (asynchronously from CUDA), Arrow arrays as they are."""
+    if not isinstance(ids, torch.Tensor):
+        return ids
+    ids = ids.to(torch.int64)
+    return _host_copy(ids) if ids.is_cuda else ids.clone()
+
+
+@dataclass
+class PendingBatch:
+    """One ``log()`` call of a device batch on its way to disk: its statistics were computed on the
+    device and are being copied to pinned host memory (``copied`` is recorded after the copies)."""
+
+    split: str
+    epoch: int
+    step: int
+    ids: pa.Array | torch.Tensor
+    targets: torch.Tensor
+    floats: torch.Tensor
+    ints: torch.Tensor
+    kept: tuple[torch.Tensor, ...]
+    target_out_of_range: torch.Tensor
+    copied: Any  # torch.cuda.Event
+
+
+def device_batch(ids, logits, targets, loss, *, epoch: int, split: str, step: int, num_outputs: int,
+                 logits_mode: str, topk: int, logits_dtype: str) -> PendingBatch:
+    """Statistics (and kept logits) of a CUDA batch, computed on the device and copied to the host."""
+    floats, ints = batch_statistics(logits, targets, loss)
+    out_of_range = ((targets < 0) | (targets >= num_outputs)).any()
+    kept = kept_logits(logits, logits_mode, topk, logits_dtype)
+    batch = PendingBatch(
+        split=split,
+        epoch=epoch,
+        step=step,
+        ids=_host_ids(ids),
+        targets=_host_copy(targets),
+        floats=_host_copy(floats),
+        ints=_host_copy(ints),
+        kept=tuple(_host_copy(t) for t in kept),
+        target_out_of_range=_host_copy(out_of_range),
+        copied=torch.cuda.Event(),
+    )
+    batch.copied.record()  # after the copies above: the writer waits for it
+    return batch
+
+
+class DeviceBatches(list):
+    """Device batches handed to the writer thread together."""
+
+    def rows(self, num_outputs: int, rejected: list[BaseException]) -> Rows | None:
+        """Wait for each batch's copies, refuse batches with targets outside ``[0, num_outputs)`` (their
+        error goes to ``rejected``) and return the others' rows, or None if none is left."""
+        accepted = [batch for batch in self if _accepted(batch, num_outputs, rejected)]
+        if not accepted:
+            return None
+        runs: list[tuple[tuple[str, int], int, int]] = []
+        start = 0
+        for batch in accepted:
+            key, stop = (batch.split, batch.epoch), start + batch.targets.shape[0]
+            runs.append((key, runs.pop()[1], stop) if runs and runs[-1][0] == key else (key, start, stop))
+            start = stop
+        ids = [batch.ids for batch in accepted]
+        return Rows(
+            floats=np.concatenate([b.floats.numpy() for b in accepted], axis=1),  # [6, rows], rows contiguous
+            ints=np.concatenate([b.ints.numpy() for b in accepted], axis=1),
+            ids=pa.array(np.concatenate([i.numpy() for i in ids])) if isinstance(ids[0], torch.Tensor)
+            else pa.concat_arrays(ids),
+            steps=np.repeat(np.array([b.step for b in accepted], dtype=np.int64),
+                            [b.targets.shape[0] for b in accepted]),
+            kept=[np.concatenate([b.kept[i].numpy() for b in accepted]) for i in range(len(accepted[0].kept))],
+            runs=runs,
+        )
+
+
+def _accepted(batch: PendingBatch, num_outputs: int, rejected: list[BaseException]) -> bool:
+    batch.copied.synchronize()
+    if not batch.target_out_of_range.numpy():
+        return True
+    targets = batch.targets.numpy()
+    try:
+        check_target_range("targets", int(targets.min()), int(targets.max()), num_outputs)
+    except ValueError as exc:
+        rejected.append(RejectedBatch(f"{exc} (the batch of step {batch.step} was not written)"))
+    return False
