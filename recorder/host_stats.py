@@ -68,7 +68,8 @@ def host_statistics(
 def _max_and_first_argmax(z: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Maximum over ``axis`` and the first index reaching it; a NaN counts as the maximum (as in torch)."""
     if axis == 1:
-        return z.max(1), z.argmax(1)
+        first = z.argmax(1)  # then read the maximum there: one pass over the row instead of two
+        return z[np.arange(z.shape[0]), first], first
     top = z.max(0)  # NumPy's argmax over a short leading axis is slow: mark the maxima class by class
     first = np.zeros(z.shape[1], np.int64)
     for index in range(z.shape[0] - 1, -1, -1):
