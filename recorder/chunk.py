@@ -33,6 +33,7 @@ class Chunk:
 
     def reset(self) -> Chunk:
         self.rows = 0
+        self.started = 0.0  # time.monotonic() of the first batch: the writer commits by started + flush_seconds
         self.id_arrays: list[pa.Array] = []
         self.splits: list[str] = []
         self.epochs: list[int] = []

@@ -73,7 +73,11 @@ def device_batch(ids, logits, targets, loss, *, epoch: int, split: str, step: in
 
 
 class DeviceBatches(list):
-    """Device batches handed to the writer thread together."""
+    """Device batches handed to the writer thread together; ``started`` is when the first was logged."""
+
+    def __init__(self, batches: list[PendingBatch], started: float) -> None:
+        super().__init__(batches)
+        self.started = started
 
     def rows(self, num_outputs: int, rejected: list[BaseException]) -> Rows | None:
         """Wait for each batch's copies, refuse batches with targets outside ``[0, num_outputs)`` (their
@@ -97,6 +101,7 @@ class DeviceBatches(list):
                             [b.targets.shape[0] for b in accepted]),
             kept=[np.concatenate([b.kept[i].numpy() for b in accepted]) for i in range(len(accepted[0].kept))],
             runs=runs,
+            started=self.started,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import time
 import warnings
 import weakref
 from pathlib import Path
@@ -69,7 +70,8 @@ class Recorder:
         logits_dtype: ``"float16"`` or ``"float32"`` for ``logits="full"``.
         split: default split name of :meth:`log` calls.
         flush_rows: rows buffered per (split, epoch) before a file is committed.
-        flush_seconds: buffered rows are committed at least this often (for live queries).
+        flush_seconds: rows are committed at most this long after they were logged (for live queries),
+            as long as :meth:`log` is called at least every ``flush_seconds / 2``.
         coalesce_rows: batches are handed to the writer thread in chunks of about this many rows, so that
             its per-operation costs are paid once per chunk rather than once per batch.
         max_pending: chunks queued for the writer thread before :meth:`log` waits (back-pressure).
@@ -142,8 +144,12 @@ class Recorder:
         self._writer: RecordWriter | None = None
         self._pending: list[PendingBatch] = []  # device batches not yet handed to the writer
         self._pending_rows = 0
+        self._pending_started = 0.0
         self._chunk: HostChunk | None = None  # CPU batches not yet handed to the writer
         self._coalesce_rows = min(coalesce_rows, flush_rows)
+        # batches wait in log() at most half of flush_seconds, so that the writer, which commits rows by
+        # flush_seconds after they were logged, still has time to
+        self._handover_seconds = flush_seconds / 2
         self._chunk_capacity = chunk_capacity(self._coalesce_rows, self.num_outputs)
         self._samples_seq = 0
         self._step = 0
@@ -219,7 +225,7 @@ class Recorder:
         if chunk is None:
             chunk = self._chunk = self._free_chunk(logits.shape[0])
         chunk.add(ids, logits, targets, loss, split, epoch, step)
-        if chunk.rows >= self._coalesce_rows:
+        if chunk.rows >= self._coalesce_rows or time.monotonic() - chunk.started >= self._handover_seconds:
             self._submit_chunk()
 
     def _free_chunk(self, rows: int) -> HostChunk:
@@ -231,9 +237,12 @@ class Recorder:
     def _stage_device(self, batch: PendingBatch, batch_size: int) -> None:
         if self._chunk is not None:
             self._submit_chunk()
+        if not self._pending:
+            self._pending_started = time.monotonic()
         self._pending.append(batch)
         self._pending_rows += batch_size
-        if self._pending_rows >= self._coalesce_rows:
+        if (self._pending_rows >= self._coalesce_rows
+                or time.monotonic() - self._pending_started >= self._handover_seconds):
             self._submit_pending()
 
     def _submit_all(self) -> None:
@@ -248,7 +257,7 @@ class Recorder:
     def _submit_pending(self) -> None:
         """Hand the device batches gathered since the last hand-over to the writer thread as one list."""
         if self._pending:
-            self._ensure_writer().submit(DeviceBatches(self._pending))
+            self._ensure_writer().submit(DeviceBatches(self._pending, self._pending_started))
             self._pending, self._pending_rows = [], 0
 
     def _prepare_ids(self, sample_ids: Any, batch_size: int) -> Any:

@@ -7,6 +7,8 @@ few ``copy_`` calls per step: no allocation, no per-batch concatenation, no page
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
 import torch
 
@@ -25,6 +27,8 @@ class HostChunk(Chunk):
         """Copy one checked CPU batch into the next free rows (the caller made sure it fits)."""
         start = self.rows
         stop = start + logits.shape[0]
+        if not start:
+            self.started = time.monotonic()
         logits_view, targets_view, loss_view, ids_view = self._views
         logits_view[start:stop].copy_(logits.detach())
         targets_view[start:stop].copy_(targets)

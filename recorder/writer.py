@@ -48,8 +48,8 @@ class WriterConfig:
 
 @dataclass
 class Rows:
-    """Rows ready to buffer: statistics ``[6, n]``/``[3, n]``, ids, steps, kept logits, and the
-    ``((split, epoch), start, stop)`` runs they belong to."""
+    """Rows ready to buffer: statistics ``[6, n]``/``[3, n]``, ids, steps, kept logits, the
+    ``((split, epoch), start, stop)`` runs they belong to, and when they were logged."""
 
     floats: np.ndarray
     ints: np.ndarray
@@ -57,6 +57,7 @@ class Rows:
     steps: np.ndarray
     kept: list[np.ndarray]
     runs: list[tuple[tuple[str, int], int, int]]
+    started: float  # time.monotonic() when the first of these rows was logged
 
 
 class RejectedBatch(ValueError):
@@ -185,7 +186,7 @@ class RecordWriter(threading.Thread):
                     if given:
                         floats[0, start:stop] = chunk.loss[start:stop]
                     start = stop
-            return Rows(floats, ints, chunk.sample_ids(), chunk.step_column(), kept, chunk.key_runs())
+            return Rows(floats, ints, chunk.sample_ids(), chunk.step_column(), kept, chunk.key_runs(), chunk.started)
         finally:
             self.free_chunks.put(chunk.reset())
 
@@ -208,14 +209,14 @@ class RecordWriter(threading.Thread):
             columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
         record_batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
         for key, start, stop in rows.runs:
-            self._buffer(key, record_batch.slice(start, stop - start))
+            self._buffer(key, record_batch.slice(start, stop - start), rows.started)
 
-    def _buffer(self, key: tuple[str, int], record_batch: pa.RecordBatch) -> None:
+    def _buffer(self, key: tuple[str, int], record_batch: pa.RecordBatch, started: float) -> None:
         for other in [k for k in self._buffers if k[0] == key[0] and k[1] != key[1]]:
             self._commit(other)  # that split moved to another epoch: its earlier epoch is complete
         self._buffers.setdefault(key, []).append(record_batch)
-        if self._oldest is None:
-            self._oldest = time.monotonic()
+        if self._oldest is None or started < self._oldest:
+            self._oldest = started
         if sum(b.num_rows for b in self._buffers[key]) >= self.config.flush_rows:
             self._commit(key)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -108,3 +109,17 @@ def test_flush_rows_splits_files_without_losing_rows(tmp_path) -> None:
     assert len(files) >= 4
     rows = sum(pq.read_metadata(f).num_rows for f in files)
     assert rows == len(logged["ids"]) == 100
+
+
+def test_rows_are_committed_flush_seconds_after_logging_without_flush(tmp_path) -> None:
+    path = tmp_path / "run"
+    rec = Recorder(path, num_classes=3, flush_seconds=0.4)  # coalesce_rows and flush_rows far away
+    rec.log(torch.arange(4), torch.randn(4, 3), torch.zeros(4, dtype=torch.long), epoch=0)
+    time.sleep(0.25)  # past flush_seconds / 2: the next log() hands the batches to the writer
+    rec.log(torch.arange(4, 8), torch.randn(4, 3), torch.zeros(4, dtype=torch.long), epoch=0)
+    deadline = time.monotonic() + 10
+    while not list((path / "records").rglob("*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    files = list((path / "records").rglob("*.parquet"))
+    assert len(files) == 1 and pq.read_table(files[0])["sample_id"].to_pylist() == list(range(8))
+    rec.close()
