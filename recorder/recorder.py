@@ -147,8 +147,8 @@ class Recorder:
         self._pending_started = 0.0
         self._chunk: HostChunk | None = None  # CPU batches not yet handed to the writer
         self._coalesce_rows = min(coalesce_rows, flush_rows)
-        # batches wait in log() at most half of flush_seconds, so that the writer, which commits rows by
-        # flush_seconds after they were logged, still has time to
+        # batches wait in log() at most half of flush_seconds: the writer commits rows by flush_seconds
+        # after they were logged, and gets the other half to do it
         self._handover_seconds = flush_seconds / 2
         self._chunk_capacity = chunk_capacity(self._coalesce_rows, self.num_outputs)
         self._samples_seq = 0
