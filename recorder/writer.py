@@ -156,8 +156,6 @@ class RecordWriter(threading.Thread):
 
     def _guarded(self, action: Callable[..., None], *args: Any) -> None:
         if self.fatal is not None:
-            if isinstance(args[0] if args else None, Chunk):
-                self.free_chunks.put(args[0])  # keep chunks circulating so the training loop never blocks
             return  # keep draining the queue so the training loop never blocks on a dead writer
         try:
             action(*args)
