@@ -1,12 +1,13 @@
 """Background writer thread: turns handed-over batches into Arrow rows and commits Parquet files.
 
-It imports NumPy and PyArrow only: a torch op in a second live thread made every training step of the
-main thread twice as slow (see :mod:`recorder.host_stats`). It computes the statistics of staged CPU
-batches (and hands their chunk back for reuse), takes the rows of device batches, buffers rows per
+It imports NumPy and PyArrow only and runs no torch ops: a torch op in a second live thread made every
+training step of the main thread twice as slow (see :mod:`recorder.host_stats`); device batches bring
+their own ``rows()`` (:mod:`recorder.device`), which only waits for the copies and reads pinned buffers.
+It computes the statistics of staged CPU batches (and hands their chunk back for reuse), buffers rows per
 ``(split, epoch)`` and commits a file when a buffer reaches ``flush_rows``, when an epoch of a split ends,
-when ``flush_seconds`` have passed, on ``flush()`` and on ``close()``. An exception here is kept and
-raised from the recorder's next call. The training thread only hands over; a bounded queue gives
-back-pressure instead of unbounded memory.
+when ``flush_seconds`` have passed since the rows were logged, on ``flush()`` and on ``close()``. An
+exception here is kept and raised from the recorder's next call. The training thread only hands over; a
+bounded queue gives back-pressure instead of unbounded memory.
 """
 
 from __future__ import annotations

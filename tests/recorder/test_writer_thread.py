@@ -1,5 +1,6 @@
-"""The writer thread runs no torch code: one torch op in a second live thread made every training step of
-the main thread twice as slow once ``torch.set_num_threads`` had been called (recorder/host_stats.py)."""
+"""With CPU batches the writer thread runs no torch code: one torch op in a second live thread made every
+training step of the main thread twice as slow once ``torch.set_num_threads`` had been called
+(recorder/host_stats.py)."""
 
 from __future__ import annotations
 
