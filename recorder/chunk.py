@@ -18,9 +18,29 @@ def chunk_capacity(coalesce_rows: int, num_outputs: int) -> int:
     return max(1, min(coalesce_rows, MAX_CHUNK_VALUES // num_outputs))
 
 
+def step_column(steps: list[int], stops: list[int]) -> np.ndarray:
+    """Each row's step: batch ``i``'s step repeated over its rows, which end at row ``stops[i]``."""
+    sizes = np.diff(np.array(stops, dtype=np.int64), prepend=0)
+    return np.repeat(np.array(steps, dtype=np.int64), sizes)
+
+
+def key_runs(keys: list[tuple[str, int]], stops: list[int]) -> list[tuple[tuple[str, int], int, int]]:
+    """``((split, epoch), start_row, stop_row)`` of each run of consecutive batches with one key; batch
+    ``i`` has key ``keys[i]`` and its rows end at row ``stops[i]``."""
+    runs: list[tuple[tuple[str, int], int, int]] = []
+    start = 0
+    for key, stop in zip(keys, stops, strict=True):
+        if runs and runs[-1][0] == key:
+            runs[-1] = (key, runs[-1][1], stop)
+        else:
+            runs.append((key, start, stop))
+        start = stop
+    return runs
+
+
 class Chunk:
     """Consecutive CPU batches in preallocated buffers: targets and integer ids as int64, logits as float32
-    ``[capacity, num_outputs]``, given losses as float32; per batch its split, epoch, step, end row and
+    ``[capacity, num_outputs]``, given losses as float32; per batch its (split, epoch), step, end row and
     whether a loss was given. String ids are kept as the Arrow arrays they arrived as."""
 
     def __init__(self, capacity: int, num_outputs: int) -> None:
@@ -35,8 +55,7 @@ class Chunk:
         self.rows = 0
         self.started = 0.0  # time.monotonic() of the first batch: the writer commits by started + flush_seconds
         self.id_arrays: list[pa.Array] = []
-        self.splits: list[str] = []
-        self.epochs: list[int] = []
+        self.keys: list[tuple[str, int]] = []  # (split, epoch)
         self.steps: list[int] = []
         self.stops: list[int] = []
         self.loss_given: list[bool] = []
@@ -50,21 +69,3 @@ class Chunk:
         if self.id_arrays:
             return pa.concat_arrays(self.id_arrays)
         return pa.array(self.ids[: self.rows].copy())
-
-    def step_column(self) -> np.ndarray:
-        """Each row's step: every batch's step repeated over its rows."""
-        sizes = np.diff(np.array(self.stops, dtype=np.int64), prepend=0)
-        return np.repeat(np.array(self.steps, dtype=np.int64), sizes)
-
-    def key_runs(self) -> list[tuple[tuple[str, int], int, int]]:
-        """``((split, epoch), start_row, stop_row)`` of each run of consecutive batches with one key."""
-        runs: list[tuple[tuple[str, int], int, int]] = []
-        start = 0
-        for index, key in enumerate(zip(self.splits, self.epochs, strict=True)):
-            stop = self.stops[index]
-            if runs and runs[-1][0] == key:
-                runs[-1] = (key, runs[-1][1], stop)
-            else:
-                runs.append((key, start, stop))
-            start = stop
-        return runs

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .chunk import key_runs, step_column
 from .stats import batch_statistics, kept_logits
 from .validate import check_target_range
 from .writer import RejectedBatch, Rows
@@ -85,22 +86,16 @@ class DeviceBatches(list):
         accepted = [batch for batch in self if _accepted(batch, num_outputs, rejected)]
         if not accepted:
             return None
-        runs: list[tuple[tuple[str, int], int, int]] = []
-        start = 0
-        for batch in accepted:
-            key, stop = (batch.split, batch.epoch), start + batch.targets.shape[0]
-            runs.append((key, runs.pop()[1], stop) if runs and runs[-1][0] == key else (key, start, stop))
-            start = stop
+        stops = np.cumsum([batch.targets.shape[0] for batch in accepted]).tolist()
         ids = [batch.ids for batch in accepted]
         return Rows(
             floats=np.concatenate([b.floats.numpy() for b in accepted], axis=1),  # [6, rows], rows contiguous
             ints=np.concatenate([b.ints.numpy() for b in accepted], axis=1),
             ids=pa.array(np.concatenate([i.numpy() for i in ids])) if isinstance(ids[0], torch.Tensor)
             else pa.concat_arrays(ids),
-            steps=np.repeat(np.array([b.step for b in accepted], dtype=np.int64),
-                            [b.targets.shape[0] for b in accepted]),
+            steps=step_column([b.step for b in accepted], stops),
             kept=[np.concatenate([b.kept[i].numpy() for b in accepted]) for i in range(len(accepted[0].kept))],
-            runs=runs,
+            runs=key_runs([(b.split, b.epoch) for b in accepted], stops),
             started=self.started,
         )
 

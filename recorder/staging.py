@@ -41,8 +41,7 @@ class HostChunk(Chunk):
         else:
             self.id_arrays.append(ids)
         self.rows = stop
-        self.splits.append(split)
-        self.epochs.append(epoch)
+        self.keys.append((split, epoch))
         self.steps.append(step)
         self.stops.append(stop)
         self.loss_given.append(loss is not None)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .chunk import Chunk
+from .chunk import Chunk, key_runs, step_column
 from .commit import commit_table
 from .format import FLOAT_STATS, INT_STATS, part_name, records_partition, records_schema
 from .host_stats import host_kept_logits, host_statistics
@@ -185,7 +185,8 @@ class RecordWriter(threading.Thread):
                     if given:
                         floats[0, start:stop] = chunk.loss[start:stop]
                     start = stop
-            return Rows(floats, ints, chunk.sample_ids(), chunk.step_column(), kept, chunk.key_runs(), chunk.started)
+            steps, runs = step_column(chunk.steps, chunk.stops), key_runs(chunk.keys, chunk.stops)
+            return Rows(floats, ints, chunk.sample_ids(), steps, kept, runs, chunk.started)
         finally:
             self.free_chunks.put(chunk.reset())
 
