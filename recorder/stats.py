@@ -7,7 +7,7 @@ import torch
 
 @torch.no_grad()
 def batch_statistics(
-    logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor | None, *, overwrite_logits: bool = False
+    logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Statistics of every row of a batch, in float32, without leaving the logits' device.
 
@@ -27,12 +27,11 @@ def batch_statistics(
     per statistic (each row contiguous, ready to become an Arrow column): ``[6, B]`` float32 in the
     order of ``format.FLOAT_STATS`` and ``[3, B]`` int32 in the order of ``format.INT_STATS``.
     Targets outside ``[0, C)`` are clamped so that a bad batch cannot trigger a
-    device-side assert; the caller refuses to write such a batch. With ``overwrite_logits=True`` a
-    float32 ``logits`` tensor the caller owns is reused as scratch space instead of copied.
+    device-side assert; the caller refuses to write such a batch.
     """
     rows = torch.arange(logits.shape[0], device=logits.device)
     y = targets.detach().long().clamp(0, logits.shape[1] - 1)
-    masked = logits.detach().to(torch.float32, copy=not overwrite_logits)
+    masked = logits.detach().to(torch.float32, copy=True)
     target_logit = masked[rows, y]
     masked[rows, y] = float("-inf")
     other_logit, other_class = masked.max(1)
