@@ -1,7 +1,17 @@
-"""tdlog analytics: the offline half. Reads runs written by ``recorder`` with DuckDB; returns Polars."""
+"""``tdlog.analytics``: the offline half. Reads runs written by ``tdlog.recorder`` with DuckDB (default) or
+Spark; results as Polars DataFrames.
 
+>>> import tdlog.analytics as analytics
+>>> run = analytics.open_run("runs/exp1")
+>>> run.scores()
+
+Importing it loads DuckDB, Polars and PyArrow only; scikit-learn (GMM, evaluation), FAISS (MAP-D),
+matplotlib (report) and pyspark load where they are used.
+"""
+
+from .combine import combine_threshold_runs
+from .engine import Engine
 from .gmm import GMMResult, fit_gmm
 from .run import Run, open_run
-from .threshold import combine_threshold_runs
 
-__all__ = ["GMMResult", "Run", "combine_threshold_runs", "fit_gmm", "open_run"]
+__all__ = ["Engine", "GMMResult", "Run", "combine_threshold_runs", "fit_gmm", "open_run"]

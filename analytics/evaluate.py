@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
+from .scores import real_samples
 
 # method -> (suspicion score, higher = more likely mislabeled; the method's own flag column or None)
 METHODS: dict[str, tuple[pl.Expr, str | None]] = {
@@ -29,7 +30,7 @@ def evaluate_scores(scores: pl.DataFrame) -> pl.DataFrame:
     """
     if "true_label" not in scores.columns or scores["true_label"].is_null().all():
         raise ValueError("samples: evaluate() needs a true_label column (register_samples(..., true_label=...))")
-    real = scores.filter(~pl.col("is_threshold") & pl.col("probe").is_null() & pl.col("true_label").is_not_null())
+    real = real_samples(scores).filter(pl.col("true_label").is_not_null())
     truth = (real["label"] != real["true_label"]).to_numpy()
     estimated = int(real["gmm_flagged"].sum()) if "gmm_flagged" in real.columns else int(truth.sum())
     rows = []
@@ -54,6 +55,8 @@ def detection_metrics(truth: np.ndarray, flagged: np.ndarray, suspicion: np.ndar
                                                                                                float, int]:
     """``(precision, recall, F1, AUROC, flagged count)`` of boolean ``flagged`` against boolean ``truth``;
     AUROC ranks by ``suspicion`` (NaN when ``truth`` holds a single class)."""
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
     precision, recall, f1, _ = precision_recall_fscore_support(truth, flagged, average="binary", zero_division=0.0)
     auroc = roc_auc_score(truth, suspicion) if 0 < truth.sum() < len(truth) else float("nan")
     return float(precision), float(recall), float(f1), float(auroc), int(flagged.sum())

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from sklearn.mixture import GaussianMixture
+
+if TYPE_CHECKING:
+    from sklearn.mixture import GaussianMixture
 
 DEFAULT_FIT_SAMPLE = 200_000
 
@@ -31,6 +34,8 @@ class GMMResult:
 def fit_mixture(values: np.ndarray, *, seed: int = 0) -> tuple[GaussianMixture, int]:
     """``GaussianMixture(2, random_state=seed)`` fitted to the finite ``values``, and the index of its
     higher-mean ("mislabeled") component."""
+    from sklearn.mixture import GaussianMixture
+
     values = np.asarray(values, dtype=np.float64)
     model = GaussianMixture(n_components=2, random_state=seed).fit(values[np.isfinite(values)].reshape(-1, 1))
     return model, int(np.argmax(model.means_.reshape(-1)))

@@ -16,25 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 import polars as pl
+
+from . import queries
+from .epochs import epoch_bounds, recorded_epochs
 
 if TYPE_CHECKING:
     import duckdb
 
-TRAJECTORY_QUERY = (  # raw observations; the per-epoch means are taken in NumPy per block
-    "SELECT sample_id, epoch, loss FROM records WHERE split = $split AND epoch >= $epoch_from "
-    "AND epoch < $epoch_to {reference_only} {order}"
-)
-REFERENCE_ONLY = "AND sample_id IN (SELECT sample_id FROM samples WHERE probe IS NOT NULL AND probe_role = 'reference')"
-ID_RANGE = " AND sample_id >= $low AND sample_id < $high"
-CELL_QUERY = (  # unsorted observations of an id range as (flat cell index, loss); cell = row * span + epoch offset
-    "SELECT (sample_id - $low) * $span + (epoch - $epoch_from) AS cell, loss FROM records WHERE split = $split "
-    "AND epoch >= $epoch_from AND epoch < $epoch_to" + ID_RANGE
-)
+    from .engine import Engine
 
 
 def forward_fill(matrix: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
@@ -82,15 +75,15 @@ def trajectory_blocks(
             yield block
 
 
-def dense_id_range(connection: duckdb.DuckDBPyConnection, records_files: str) -> tuple[int, int] | None:
-    """``(lowest, highest + 1)`` integer sample id in the Parquet files ``records_files`` (a quoted glob),
+def dense_id_range(connection: duckdb.DuckDBPyConnection, records_files: list[str]) -> tuple[int, int] | None:
+    """``(lowest, highest + 1)`` integer sample id in the Parquet files ``records_files``,
     read from their footers alone, when the range is at most ``SPARSE_IDS`` times the most observations
     one epoch of one split holds (dense ids); ``None`` otherwise."""
     low, high, per_epoch = connection.sql(
         "SELECT min(low), max(high), max(observations) FROM (SELECT min(stats_min_value::BIGINT) AS low, "
         "max(stats_max_value::BIGINT) AS high, sum(num_values) AS observations "
-        f"FROM parquet_metadata({records_files}) WHERE path_in_schema = 'sample_id' "
-        "GROUP BY regexp_extract(file_name, '(split=[^/]*/epoch=[^/]*)/', 1))"
+        "FROM parquet_metadata($files) WHERE path_in_schema = 'sample_id' "
+        "GROUP BY regexp_extract(file_name, '(split=[^/]*/epoch=[^/]*)/', 1))", params={"files": records_files}
     ).fetchall()[0]
     if low is None or high - low + 1 > SPARSE_IDS * per_epoch:
         return None
@@ -109,7 +102,8 @@ def _id_range_block(connection, params, epochs: list[int], low: int, high: int) 
     matrix = np.full((high - low) * width, np.nan, dtype=np.float32)
     observations = 0
     range_params = params | {"low": low, "high": high}
-    for batch in connection.sql(CELL_QUERY, params=range_params | {"span": span}).to_arrow_reader(1 << 20):
+    cells_query = queries.load("trajectory_cells")
+    for batch in connection.sql(cells_query, params=range_params | {"span": span}).to_arrow_reader(1 << 20):
         cells, losses = (batch.column(i).to_numpy(zero_copy_only=False) for i in range(2))
         if column_of is not None:
             cells = cells // span * width + column_of[cells % span]
@@ -118,7 +112,7 @@ def _id_range_block(connection, params, epochs: list[int], low: int, high: int) 
     matrix = matrix.reshape(-1, width)
     missing = np.isnan(matrix)
     if matrix.size - int(np.count_nonzero(missing)) != observations:  # repeats (or NaN losses): exact means
-        blocks = list(_sorted_blocks(connection, range_params, epochs, 1 << 20, False, ID_RANGE))
+        blocks = list(_sorted_blocks(connection, range_params, epochs, 1 << 20, False))
         if not blocks:
             return pl.Series("sample_id", [], pl.Int64), np.empty((0, width), dtype=np.float32)
         return pl.concat([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
@@ -128,12 +122,16 @@ def _id_range_block(connection, params, epochs: list[int], low: int, high: int) 
     return pl.Series("sample_id", rows + low), forward_fill(matrix, missing)
 
 
-def _sorted_blocks(connection, params, epochs: list[int], batch_rows: int, reference_only: bool,
-                   extra: str = "") -> Iterator[tuple[pl.Series, np.ndarray]]:
-    """Blocks from observations streamed in ``sample_id`` order, ``batch_rows`` at a time."""
+def _sorted_blocks(connection, params, epochs: list[int], batch_rows: int,
+                   reference_only: bool) -> Iterator[tuple[pl.Series, np.ndarray]]:
+    """Blocks from observations streamed in ``sample_id`` order, ``batch_rows`` at a time: the reference
+    probes' (``sql/probe_observations.sql``) or those of the ids in ``[params["low"], params["high"])``, if
+    given (``sql/trajectory_observations.sql``)."""
     epoch_values = np.asarray(epochs, dtype=np.int64)
-    query = TRAJECTORY_QUERY.format(reference_only=(REFERENCE_ONLY if reference_only else "") + extra,
-                                    order="ORDER BY sample_id")
+    if reference_only:
+        query = queries.load("probe_observations")
+    else:
+        query, params = queries.load("trajectory_observations"), {"low": None, "high": None} | params
     carry: list[np.ndarray] | None = None
     for batch in connection.sql(query, params=params).to_arrow_reader(batch_rows):
         columns = [batch.column(i).to_numpy(zero_copy_only=False) for i in range(3)]
@@ -178,15 +176,17 @@ class ProbeIndex:
 
     suites: list[str]
     suite_of_neighbour: np.ndarray
-    index: faiss.Index
+    index: Any  # faiss.Index
     device: str
 
     @classmethod
     def build(cls, trajectories: np.ndarray, suites: np.ndarray, *, device: str = "auto") -> ProbeIndex:
+        import faiss
+
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
         names = sorted(set(suites.tolist()))
-        index: faiss.Index = faiss.IndexFlatL2(trajectories.shape[1])
+        index = faiss.IndexFlatL2(trajectories.shape[1])
         gpu = gpu_available()
         if device == "cuda" and not gpu:
             raise ValueError("device: 'cuda' asked for, but FAISS has no GPU support or sees no GPU "
@@ -208,4 +208,98 @@ class ProbeIndex:
 
 def gpu_available() -> bool:
     """FAISS was built with GPU support and sees at least one GPU."""
+    import faiss
+
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def mapd_epochs(engine: Engine, *, epochs: range | None, upto_epoch: int | None, split: str) -> list[int]:
+    """The recorded epochs of ``split`` a MAP-D trajectory spans: those in ``epochs`` up to ``upto_epoch``."""
+    lower, upper = epoch_bounds(epochs)
+    epoch_list = [e for e in recorded_epochs(engine, split)
+                  if lower <= e < upper and (upto_epoch is None or e <= upto_epoch)]
+    if not epoch_list:
+        raise ValueError(f"epochs: no recorded epochs of split {split!r} in the range asked for")
+    return epoch_list
+
+
+def reference_probes(engine: Engine, suites: list[str] | None = None) -> pl.DataFrame:
+    """``sample_id, probe`` of the reference probes (of ``suites`` only, when given), by ``sample_id``."""
+    roles = engine.sql(queries.load("sample_roles"))
+    reference = roles.filter(pl.col("probe_role") == "reference").select("sample_id", "probe")
+    return reference if suites is None else reference.filter(pl.col("probe").is_in(suites))
+
+
+def probe_suites(engine: Engine) -> list[str]:
+    """Names of the suites that have reference probes, sorted."""
+    return sorted(reference_probes(engine)["probe"].unique().to_list())
+
+
+def mapd(
+    engine: Engine,
+    *,
+    k: int = 20,
+    suites: list[str] | None = None,
+    epoch_list: list[int],
+    split: str = "train",
+    device: str = "auto",
+    block_values: int = BLOCK_VALUES,
+) -> pl.DataFrame:
+    """MAP-D over the recorded epochs ``epoch_list``: ``sample_id, p_<suite>..., mapd_suite`` with
+    ``p_<suite>`` = share of the ``k`` nearest reference-probe trajectories (exact L2) in ``suite`` and
+    ``mapd_suite`` = the argmax (first suite alphabetically on ties). DuckDB streams trajectory blocks of
+    about ``block_values`` values; Spark searches each partition on the executors
+    (:func:`analytics.spark_mapd.mapd_frame`)."""
+    if engine.dialect == "spark":
+        from .spark_engine import to_polars
+        from .spark_mapd import mapd_frame
+
+        return to_polars(mapd_frame(engine, k=k, suites=suites, epoch_list=epoch_list, split=split, device=device))
+    dense = engine.records_paths and engine.id_type == "int64"
+    id_range = dense_id_range(engine.connection, engine.records_paths) if dense else None
+    blocks = trajectory_blocks(engine.connection, split=split, epochs=epoch_list, block_values=block_values,
+                               id_range=id_range)
+    if id_range is not None and (id_range[1] - id_range[0]) * len(epoch_list) <= block_values:
+        blocks = list(blocks)  # one block, every sample: the probes' trajectories are in it
+        index = _probe_index(engine, k, suites, split, epoch_list, device, blocks[:1])
+    else:  # read the probes first: a query cannot start while the blocks stream
+        index = _probe_index(engine, k, suites, split, epoch_list, device, None)
+    parts = []
+    for ids, trajectories in blocks:
+        votes = index.vote(trajectories, k)
+        columns = {f"p_{suite}": votes[:, j] for j, suite in enumerate(index.suites)}
+        parts.append(pl.DataFrame({"sample_id": ids, **columns,
+                                   "mapd_suite": pl.Series(index.suites)[votes.argmax(1)]}))
+    return pl.concat(parts)
+
+
+def _probe_index(engine: Engine, k: int, suites: list[str] | None, split: str, epoch_list: list[int], device: str,
+                 blocks: list | None) -> ProbeIndex:
+    """FAISS index over the reference probes' trajectories, taken from ``blocks`` (holding every sample)
+    or, when ``None``, read on their own."""
+    reference = reference_probes(engine, suites)
+    if blocks is None:
+        blocks = list(trajectory_blocks(engine.connection, split=split, epochs=epoch_list, reference_only=True))
+    ids = pl.concat([b[0] for b in blocks]) if blocks else pl.Series("sample_id", [], reference["sample_id"].dtype)
+    keep = np.isin(ids.to_numpy(), reference["sample_id"].to_numpy())  # the suites asked for
+    if keep.sum() < k:
+        raise ValueError(f"k: expected at most the number of reference probes with records, {keep.sum()}, got {k} "
+                         "(register probes with register_samples(..., probe=..., probe_role='reference'))")
+    trajectories = np.concatenate([b[1] for b in blocks])[keep]
+    probe_of = dict(reference.iter_rows())
+    labels = np.array([probe_of[i] for i in ids.filter(keep).to_list()])
+    return ProbeIndex.build(trajectories, labels, device=device)
+
+
+def mapd_accuracy(engine: Engine, assigned: pl.DataFrame) -> pl.DataFrame:
+    """Confusion matrix of MAP-D on the held-out probes from ``assigned`` (``sample_id, mapd_suite``): one
+    row per true ``probe`` suite, one count column per assigned suite, and ``accuracy`` = share assigned
+    to their own suite."""
+    roles = engine.sql(queries.load("sample_roles"))
+    heldout = roles.filter(pl.col("probe_role") == "heldout").select("sample_id", "probe")
+    joined = heldout.join(assigned.select("sample_id", "mapd_suite"), on="sample_id", how="inner")
+    table = joined.pivot(on="mapd_suite", index="probe", values="sample_id", aggregate_function="len")
+    counts = sorted(c for c in table.columns if c != "probe")
+    table = table.select("probe", *counts).with_columns(pl.col(counts).fill_null(0))
+    own = pl.sum_horizontal([pl.when(pl.col("probe") == c).then(pl.col(c)).otherwise(0) for c in counts])
+    return table.with_columns(accuracy=own / pl.sum_horizontal(counts)).sort("probe")

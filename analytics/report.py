@@ -22,15 +22,12 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from .gmm import fit_gmm
+from .scores import real_samples
 from .threshold import cutoff_of
 
 if TYPE_CHECKING:
     from .run import Run
 
-MAPD_TRAJECTORIES = (
-    "SELECT s.probe AS suite, e.epoch, avg(e.loss) AS mean_loss FROM epoch_stats AS e JOIN samples AS s "
-    "USING (sample_id) WHERE e.split = $split AND s.probe IS NOT NULL GROUP BY ALL ORDER BY ALL"
-)
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
     "img{max-width:100%}table{border-collapse:collapse;font-size:90%}"
@@ -95,7 +92,7 @@ def data_map(scores: pl.DataFrame) -> Figure:
     """Confidence against variability, coloured by correctness (Swayamdipta et al. 2020)."""
     figure = Figure(figsize=(6, 4.5))
     axes = figure.subplots()
-    real = scores.filter(~pl.col("is_threshold") & pl.col("probe").is_null())
+    real = real_samples(scores)
     points = axes.scatter(real["variability"], real["confidence"], c=real["correctness"], s=6, cmap="coolwarm_r")
     figure.colorbar(points, ax=axes, label="correctness")
     axes.set(xlabel="variability", ylabel="confidence", title="Data map")
@@ -186,9 +183,12 @@ def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gal
     cutoff = cutoff_of(scores)
     sections["AUM"] = _img(aum_histogram(scores, cutoff), "AUM histogram")
     if "p_mislabeled" in scores.columns:
-        fitted = fit_gmm(run._real_samples(scores), "aul")  # the fit scores() made, without re-querying
+        real = real_samples(scores)
+        fitted = fit_gmm(real, "aul")  # the fit scores() made, without re-querying
+        flagged_share = float(real["gmm_flagged"].mean())
         sections["AUL and the GMM noise estimate"] = (
-            f"<p>Estimated noise rate {fitted.noise_rate:.3f}.</p>"
+            f"<p>GMM noise rate (mean p_mislabeled over the {real.height} real samples) {fitted.noise_rate:.3f}; "
+            f"flagged share (p_mislabeled &gt; 0.5) {flagged_share:.3f}.</p>"
             + _img(aul_histogram(scores, fitted.means, fitted.stds, fitted.weights), "AUL histogram")
         )
     sections["Data map"] = _img(data_map(scores), "data map")
@@ -196,13 +196,13 @@ def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gal
     if "mapd_suite" in scores.columns:
         confusion = run.mapd_accuracy(assigned=scores.select("sample_id", "mapd_suite"))
         sections["MAP-D"] = (
-            _img(mapd_trajectories(run.sql(MAPD_TRAJECTORIES, {"split": split})), "MAP-D loss trajectories")
+            _img(mapd_trajectories(run.query("probe_trajectories", split=split)), "MAP-D loss trajectories")
             + (_img(confusion_matrix(confusion), "MAP-D confusion matrix") + html_table(confusion) if confusion.height
                else "<p>No held-out probes: no confusion matrix.</p>")
         )
     sections.update(_gallery_section(run, scores, split, gallery_size))
     body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections.items())
-    heading = html.escape(title or f"tdlog report: {run.path}")
+    heading = html.escape(title or f"tdlog report: {run.location}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{heading}</title><style>{STYLE}</style>"
             f"</head><body><h1>{heading}</h1>{body}</body></html>")
     path = Path(path)
@@ -213,7 +213,7 @@ def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gal
 
 def _gallery_section(run: Run, scores: pl.DataFrame, split: str, size: int) -> dict[str, str]:
     order, descending, described = _suspicion_order(scores)
-    real = scores.filter(~pl.col("is_threshold") & pl.col("probe").is_null())
+    real = real_samples(scores)
     last = run.query("last_epoch", split=split, epoch_from=0, epoch_to=2**62).select("sample_id", "predicted")
     suspicious = real.join(last, on="sample_id", how="left").sort([order, pl.col("sample_id")],
                                                                   descending=[descending, False]).head(size)

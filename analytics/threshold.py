@@ -1,17 +1,16 @@
-"""The threshold-sample cutoff of a score table, and combining two (or more) runs whose threshold samples
-are disjoint (DESIGN.md, Threshold samples)."""
+"""The threshold-sample cutoff (Pleiss et al. 2020): the AUM below which a real sample is flagged."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import polars as pl
 
-if TYPE_CHECKING:
-    from .run import Run
+from . import queries
+from .epochs import epoch_bounds
 
-RULES = ("all", "any", "mean")
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 def cutoff_of(scores: pl.DataFrame, percentile: float = 99) -> float | None:
@@ -24,48 +23,16 @@ def cutoff_of(scores: pl.DataFrame, percentile: float = 99) -> float | None:
     return threshold_aum.quantile(percentile / 100, interpolation="linear") if threshold_aum.len() else None
 
 
-def combine_threshold_runs(
-    runs: Sequence[Run],
-    *,
-    rule: str = "all",
-    percentile: float = 99,
-    epochs: range | None = None,
-    split: str = "train",
-) -> pl.DataFrame:
-    """One row per sample that was a real (non-threshold) sample in at least one run.
-
-    Each run flags its real samples with AUM below its own threshold cutoff. Then ``flagged`` is:
-
-    - ``all`` (default): flagged in every run where the sample was real;
-    - ``any``: flagged in at least one such run;
-    - ``mean``: ``mean_aum < mean_cutoff``, both averaged over the runs where the sample was real.
-
-    Columns ``sample_id, runs, mean_aum, mean_cutoff, flagged``, ascending ``mean_aum``.
-    """
-    if rule not in RULES:
-        raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
-    if len(runs) < 1:
-        raise ValueError("runs: expected at least one run")
-    per_run = []
-    for index, run in enumerate(runs):
-        cutoff = run.threshold_cutoff(percentile=percentile, epochs=epochs, split=split)
-        threshold_ids = run.sql("SELECT sample_id FROM samples WHERE is_threshold")
-        real = run.aum(epochs=epochs, split=split).join(threshold_ids, on="sample_id", how="anti")
-        per_run.append(real.with_columns(run_index=pl.lit(index), cutoff=pl.lit(cutoff)))
-    stacked = pl.concat(per_run).with_columns(flagged=pl.col("aum") < pl.col("cutoff"))
-    combined = stacked.group_by("sample_id").agg(
-        runs=pl.len(),
-        mean_aum=pl.col("aum").mean(),
-        mean_cutoff=pl.col("cutoff").mean(),
-        flagged_all=pl.col("flagged").all(),
-        flagged_any=pl.col("flagged").any(),
-    )
-    flagged = {
-        "all": pl.col("flagged_all"),
-        "any": pl.col("flagged_any"),
-        "mean": pl.col("mean_aum") < pl.col("mean_cutoff"),
-    }[rule]
-    return combined.select("sample_id", "runs", "mean_aum", "mean_cutoff", flagged.alias("flagged")).sort(
-        ["mean_aum", "sample_id"]
-    )
-
+def threshold_cutoff(engine: Engine, *, percentile: float = 99, epochs: range | None = None,
+                     split: str = "train") -> float:
+    """``sql/threshold_cutoff.sql``: the ``percentile``-th percentile (linear interpolation) of the threshold
+    samples' AUM. Raises ``ValueError`` if no threshold sample has records in ``split``."""
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile: expected a value in [0, 100], got {percentile}")
+    lower, upper = epoch_bounds(epochs)
+    row = engine.sql(queries.load("threshold_cutoff"), {"split": split, "epoch_from": lower, "epoch_to": upper,
+                                                         "percentile": percentile / 100}).row(0, named=True)
+    if not row["threshold_samples"]:
+        raise ValueError(f"samples: no threshold samples with records in split {split!r}; "
+                         "register them with tdlog.recorder.threshold_samples(...)")
+    return float(row["cutoff"])

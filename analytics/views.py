@@ -1,29 +1,27 @@
-"""DuckDB views over a run's committed files: ``records``, ``samples``, ``attempts``, ``epoch_stats``.
+"""The views of a run, in SQL both engines run: ``raw_records``, ``attempts``, ``records``, ``epoch_stats``,
+``samples``.
 
 ``records`` holds only the rows that count: for epoch ``e`` of a run restarted several times, the rows of
-the latest attempt whose ``start_epoch <= e`` (DESIGN.md, Resume). The rule is written into the view as a
-filter on ``attempt`` and ``epoch`` from the attempt files as they are when the view is made (a join with
-``attempts`` would cost every query a pass over the ``attempt`` column); ``analytics.Run`` remakes the
-views when an attempt starts. ``epoch_stats`` averages the
+the latest attempt whose ``start_epoch <= e`` (FORMAT.md, "Attempts"). The rule is written into the view as
+a filter on ``attempt`` and ``epoch`` from the attempt files as they are when the view is made (a join with
+``attempts`` would cost every query a pass over the ``attempt`` column); ``Run`` remakes the views when the
+committed files or the attempts change. ``epoch_stats`` averages the
 observations of one sample in one epoch first (DDP padding and sampling with replacement repeat samples).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from recorder.format import ATTEMPTS_DIR, RECORDS_DIR, SAMPLES_DIR
+if TYPE_CHECKING:
+    from .store import RunSnapshot
 
 EPOCH_STATS_COLUMNS = ("loss", "margin", "prob", "el2n", "target_logit", "other_logit")
 
 
-def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def records_files(run_dir: Path) -> str:
-    """The run's committed records files as a quoted glob for ``read_parquet``."""
-    return _quote(run_dir / RECORDS_DIR / "*" / "*" / "*.parquet")
+def file_list(paths: list[str]) -> str:
+    """``['a', 'b']``: a SQL list of quoted file paths."""
+    return "[" + ", ".join("'" + path.replace("'", "''") + "'" for path in paths) + "]"
 
 
 def attempt_ranges(attempt_starts: dict[int, int | None]) -> list[tuple[int, int, int | None]]:
@@ -80,35 +78,35 @@ def samples_stub(sql_id: str) -> str:
     )
 
 
-def view_definitions(
-    run_dir: Path, *, has_records: bool, has_samples: bool, id_type: str, attempt_starts: dict[int, int | None]
-) -> dict[str, str]:
-    """``{view name: SELECT ...}`` for the run at ``run_dir`` (absolute paths, usable from any DuckDB);
-    ``attempt_starts`` as in :func:`records_filter`."""
-    records_glob = records_files(run_dir)
-    attempts_glob = _quote(run_dir / ATTEMPTS_DIR / "attempt-*.json")
-    samples_glob = _quote(run_dir / SAMPLES_DIR / "*.parquet")
-    sql_id = "BIGINT" if id_type == "int64" else "STRING"
-    if has_records:
+def duckdb_view_definitions(snapshot: RunSnapshot) -> dict[str, str]:
+    """``{view name: SELECT ...}`` of the run in ``snapshot`` for DuckDB: the committed files listed one by
+    one (absolute paths, usable from any DuckDB session)."""
+    sql_id = "BIGINT" if snapshot.id_type == "int64" else "STRING"
+    if snapshot.files.records:
         raw = (
-            f"SELECT * FROM read_parquet({records_glob}, hive_partitioning = true, union_by_name = true, "
-            "hive_types = {'split': VARCHAR, 'epoch': BIGINT})"
+            f"SELECT * FROM read_parquet({file_list(snapshot.paths(snapshot.files.records))}, "
+            "hive_partitioning = true, union_by_name = true, hive_types = {'split': VARCHAR, 'epoch': BIGINT})"
         )
     else:
         raw = raw_records_stub(sql_id)
-    attempts = (
-        "SELECT attempt, start_epoch, coalesce(min(start_epoch) OVER (ORDER BY attempt "
-        "ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 9223372036854775807) AS end_epoch, "
-        f"world_size, started_at FROM read_json({attempts_glob}, columns = {{attempt: 'INTEGER', "
-        "start_epoch: 'BIGINT', world_size: 'INTEGER', started_at: 'VARCHAR'}) WHERE start_epoch IS NOT NULL"
-    )
-    records = records_select(attempt_starts)
-    samples = f"SELECT * FROM read_parquet({samples_glob}, union_by_name = true)" if has_samples else \
-        samples_stub(sql_id)
+    if snapshot.files.attempts:
+        attempts = (
+            "SELECT attempt, start_epoch, coalesce(min(start_epoch) OVER (ORDER BY attempt "
+            "ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 9223372036854775807) AS end_epoch, "
+            f"world_size, started_at FROM read_json({file_list(snapshot.paths(snapshot.files.attempts))}, "
+            "columns = {attempt: 'INTEGER', start_epoch: 'BIGINT', world_size: 'INTEGER', started_at: 'VARCHAR'}) "
+            "WHERE start_epoch IS NOT NULL"
+        )
+    else:
+        attempts = ("SELECT CAST(NULL AS INTEGER) AS attempt, CAST(NULL AS BIGINT) AS start_epoch, "
+                    "CAST(NULL AS BIGINT) AS end_epoch, CAST(NULL AS INTEGER) AS world_size, "
+                    "CAST(NULL AS VARCHAR) AS started_at WHERE false")
+    samples = (f"SELECT * FROM read_parquet({file_list(snapshot.paths(snapshot.files.samples))}, union_by_name = true)"
+               if snapshot.files.samples else samples_stub(sql_id))
     return {
         "raw_records": raw,
         "attempts": attempts,
-        "records": records,
+        "records": records_select(snapshot.attempt_starts),
         "epoch_stats": EPOCH_STATS_SELECT,
         "samples": samples,
     }

@@ -32,10 +32,9 @@ import tempfile
 import time
 
 import duckdb
+import tdlog.analytics as analytics
 import torch
-
-import analytics
-from recorder import Recorder
+from tdlog.recorder import Recorder
 
 CLASSES, BATCH = 10, 65_536
 

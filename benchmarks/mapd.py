@@ -34,11 +34,10 @@ import time
 
 import faiss
 import numpy as np
+import tdlog.analytics as analytics
 import torch
-
-import analytics
-from analytics.mapd import ProbeIndex
-from recorder import Recorder
+from tdlog.analytics.mapd import ProbeIndex
+from tdlog.recorder import Recorder
 
 CLASSES, BATCH, K = 10, 65_536, 20
 SUITES = ("clean", "atypical", "corrupted", "random_inputs", "random_labels")

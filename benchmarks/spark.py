@@ -30,9 +30,9 @@ import tempfile
 import time
 
 import duckdb
+import tdlog.analytics as analytics
+from tdlog.analytics.spark_engine import spark_session
 
-import analytics
-from analytics.spark import spark_session
 from benchmarks.engine import write_run
 
 

@@ -9,8 +9,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-
-from recorder import AUMCalculator
+from tdlog.recorder import AUMCalculator
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", required=True, help="save_dir: aum_values.csv here, the tdlog run in OUT/tdlog")

@@ -1,14 +1,15 @@
-"""tdlog recorder: the in-loop half of tdlog. Imports torch, pyarrow and numpy only.
+"""``tdlog.recorder``: the in-loop half of tdlog. Imports torch, pyarrow and numpy only.
 
->>> from recorder import Recorder
+>>> from tdlog.recorder import Recorder
 >>> with Recorder("runs/exp1", num_classes=10) as rec:
 ...     rec.log(ids, logits, targets, loss=loss, epoch=epoch)
 """
 
-from ._version import __version__
+from tdlog import __version__
+from tdlog.format import FORMAT_VERSION
+
 from .aum_compat import AUMCalculator, AUMRecord
 from .dataset import DatasetWithIndex
-from .format import FORMAT_VERSION
 from .probes import ProbeSuites
 from .recorder import Recorder
 from .stats import batch_statistics

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .format import STAGING_DIR, fsync_dir
+from tdlog.format import STAGING_DIR, fsync_dir
 
 # What a records file costs to write, measured on a 25,600-row file (50 steps of benchmarks/recorder.py):
 # LZ4 and statistics on every column, 45 us per 512 rows for 32.9 bytes per row; this, 31 us for 33.7 bytes.

@@ -1,4 +1,5 @@
-"""The run manifest (``run.json``) and attempt files, updated under an inter-process file lock."""
+"""Writing the run manifest (``run.json``) and the attempt files, under an inter-process file lock
+(FORMAT.md, "run.json" and "Attempts")."""
 
 from __future__ import annotations
 
@@ -10,19 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._version import __version__
-from .format import (
+from tdlog import __version__
+from tdlog.format import (
+    ATTEMPT_FILE,
     ATTEMPTS_DIR,
     FORMAT_NAME,
     FORMAT_VERSION,
     LOCK_FILE,
     MANIFEST,
     STAGING_DIR,
+    attempt_name,
+    check_manifest,
     read_json,
     write_json_atomic,
 )
 
-ATTEMPT_FILE = re.compile(r"^attempt-(\d+)\.json$")
 STAGED_ATTEMPT = re.compile(r"part-a(\d+)-r\d+-s\d+\.parquet$")
 
 
@@ -39,17 +42,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def check_manifest(manifest: dict[str, Any], path: Path) -> None:
-    """Raise if ``manifest`` is not a tdlog run this code can read."""
-    if manifest.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: not a tdlog run (run.json has format={manifest.get('format')!r})")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: run has format version {version}, this tdlog reads up to {FORMAT_VERSION}; upgrade tdlog"
-        )
 
 
 def create_or_validate(
@@ -121,7 +113,7 @@ def existing_attempts(run_dir: Path) -> list[int]:
 
 
 def attempt_path(run_dir: Path, attempt: int) -> Path:
-    return run_dir / ATTEMPTS_DIR / f"attempt-{attempt}.json"
+    return run_dir / attempt_name(attempt)
 
 
 def start_attempt(run_dir: Path, *, world_size: int, start_epoch: int | None) -> int:

@@ -12,12 +12,13 @@ from typing import Any
 
 import torch
 
+from tdlog.format import LOGITS_DTYPES, LOGITS_MODES, SAMPLES_DIR, is_uri, part_name
+
 from . import manifest as manifest_io
 from .chunk import chunk_capacity
 from .commit import commit_table
 from .device import DeviceBatches, PendingBatch, device_batch
-from .format import LOGITS_DTYPES, LOGITS_MODES, SAMPLES_DIR, part_name
-from .remote import RemoteMirror, is_uri
+from .remote import RemoteMirror
 from .samples import build_samples_table, drop_already_registered, read_registered
 from .staging import HostChunk
 from .validate import (

@@ -19,32 +19,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from .format import ATTEMPTS_DIR, MANIFEST, RECORDS_DIR, SAMPLES_DIR
-
-COMMITTED_DIR = "_committed"
-
-
-def is_uri(path: str | os.PathLike) -> bool:
-    """``path`` names another file system (``s3://...``), not a local folder (``file://`` counts as local)."""
-    text = str(path)
-    return "://" in text and not text.startswith("file://")
-
-
-def open_uri(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
-    """``(file system, root path in it)`` of ``uri``. Without ``filesystem``, ``FileSystem.from_uri`` reads
-    options from the query string (``?endpoint_override=host:9000&scheme=http``); ``s3a://`` (Spark's
-    scheme) is read as ``s3://``."""
-    if filesystem is None:
-        filesystem, root = pafs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
-    else:
-        root = uri.split("?", 1)[0].split("://", 1)[1]
-    return filesystem, root.rstrip("/")
-
-
-def list_files(filesystem: pafs.FileSystem, root: str) -> dict[str, pafs.FileInfo]:
-    """``{path below root: file info}`` of every file below ``root`` (none if it does not exist)."""
-    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
-    return {f.path[len(root) + 1:]: f for f in filesystem.get_file_info(selector) if f.type == pafs.FileType.File}
+from tdlog.format import ATTEMPTS_DIR, MANIFEST, RECORDS_DIR, SAMPLES_DIR, committed_name, list_files, open_uri
 
 
 class RemoteMirror:
@@ -104,7 +79,7 @@ class RemoteMirror:
                         self._metadata_seen[name] = (stamp.st_size, stamp.st_mtime_ns)
             if new and self.attempt is not None:
                 manifest = json.dumps({"files": sorted(self._committed)}, indent=1).encode()
-                self._put(f"{COMMITTED_DIR}/a{self.attempt}-r{self.rank}.json", manifest)
+                self._put(committed_name(self.attempt, self.rank), manifest)
 
     def _upload(self, name: str) -> None:
         self._put(name, (self.local / name).read_bytes())

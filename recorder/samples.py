@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .format import SAMPLES_DIR
+from tdlog.format import SAMPLES_DIR
+
 from .validate import check_target_range
 
 CORE_COLUMNS = ("sample_id", "label", "target", "is_threshold", "probe", "probe_role", "true_label")

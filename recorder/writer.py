@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tdlog.format import FLOAT_STATS, INT_STATS, part_name, records_partition, records_schema
+
 from .chunk import Chunk, key_runs, step_column
 from .commit import commit_table
-from .format import FLOAT_STATS, INT_STATS, part_name, records_partition, records_schema
 from .host_stats import host_kept_logits, host_statistics
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from recorder import Recorder
+from tdlog.recorder import Recorder
 
 
 def write_run(

@@ -9,15 +9,15 @@ import sys
 
 import polars as pl
 import pytest
+import tdlog.analytics as analytics
 from polars.testing import assert_frame_equal
+from tdlog.analytics import queries
 
-import analytics
-from analytics import queries
-from analytics.cli import main
+from tdlog.cli import main
 
 
 def tdlog(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "analytics.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "tdlog", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_info_reports_samples_epochs_attempts_and_size(scored_run, capsys) -> None:

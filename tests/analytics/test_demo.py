@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
+import tdlog.analytics as analytics
 
-import analytics
-from analytics.cli import main
-from analytics.demo import DemoConfig, run_demo
-from analytics.digits import inject_noise
+from tdlog.cli import main
+from tdlog.demo import DemoConfig, run_demo
+from tdlog.demo.digits import inject_noise
 
 PLOTS = ("AUM histogram", "AUL histogram", "data map", "forgetting histogram", "MAP-D loss trajectories",
          "MAP-D confusion matrix", "gallery")
@@ -114,7 +114,7 @@ def test_same_seed_same_numbers(tmp_path, capsys) -> None:
 
 
 def test_library_never_imports_cleanlab(demo) -> None:
-    code = ("import sys, analytics, analytics.cli, analytics.report, recorder\n"
+    code = ("import sys, tdlog.analytics as analytics, tdlog.cli, tdlog.analytics.report, tdlog.recorder\n"
             f"run = analytics.open_run({str(demo / 'run')!r})\nrun.scores()\n"
             "assert 'cleanlab' not in sys.modules, 'cleanlab imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -123,14 +123,14 @@ def test_library_never_imports_cleanlab(demo) -> None:
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path) -> None:
     (tmp_path / "demo" / "run").mkdir(parents=True)
-    result = subprocess.run([sys.executable, "-m", "analytics.cli", "demo", "--out", str(tmp_path / "demo")],
+    result = subprocess.run([sys.executable, "-m", "tdlog", "demo", "--out", str(tmp_path / "demo")],
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("tdlog demo: error: --out:") and "Traceback" not in result.stderr
     for options, message in ((["--noise-rate", "2"], "--noise-rate: expected a value in [0, 0.9), got 2.0"),
                              (["--cv-folds", "1"], "--cv-folds: expected at least 2, got 1"),
                              (["--epochs", "0"], "--epochs: expected a positive number, got 0")):
-        result = subprocess.run([sys.executable, "-m", "analytics.cli", "demo", *options],
+        result = subprocess.run([sys.executable, "-m", "tdlog", "demo", *options],
                                 capture_output=True, text=True)
         assert result.returncode == 1 and message in result.stderr
 

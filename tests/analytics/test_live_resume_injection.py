@@ -9,15 +9,14 @@ import time
 
 import numpy as np
 import pytest
+import tdlog.analytics as analytics
 import torch
-
-import analytics
-from recorder import Recorder
+from tdlog.recorder import Recorder
 
 WRITER = textwrap.dedent(
     """
     import sys, time, torch
-    from recorder import Recorder
+    from tdlog.recorder import Recorder
     with Recorder(sys.argv[1], num_classes=3) as rec:
         for epoch in range(6):
             for start in range(0, 90, 30):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+import tdlog.analytics as analytics
 from aum import AUMCalculator
 from sklearn.mixture import GaussianMixture
-
-import analytics
-from analytics.threshold import cutoff_of
+from tdlog.analytics.threshold import cutoff_of
 
 from ..reference import forgetting, per_epoch_means, record_statistics
 from .conftest import NUM_SAMPLES, write_scored_run

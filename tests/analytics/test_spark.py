@@ -8,13 +8,13 @@ import shutil
 import numpy as np
 import polars as pl
 import pytest
+import tdlog.analytics as analytics
 import torch
 from polars.testing import assert_frame_equal
+from tdlog.analytics.spark_engine import spark_dialect, spark_session
+from tdlog.recorder import Recorder
 
-import analytics
-from analytics.cli import main
-from analytics.spark import spark_dialect, spark_session
-from recorder import Recorder
+from tdlog.cli import main
 
 from .test_mapd import write_probe_run
 

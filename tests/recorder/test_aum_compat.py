@@ -6,10 +6,9 @@ from dataclasses import asdict
 
 import aum
 import pytest
+import tdlog.analytics as analytics
 import torch
-
-import analytics
-from recorder import AUMCalculator
+from tdlog.recorder import AUMCalculator
 
 
 def batches(num_samples: int, num_classes: int, epochs: int, string_ids: bool, ties: bool):

@@ -8,8 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-from recorder import Recorder
+from tdlog.recorder import Recorder
 
 
 @pytest.fixture

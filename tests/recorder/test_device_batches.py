@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import torch
-
-from recorder.device import DeviceBatches, PendingBatch
-from recorder.stats import batch_statistics
-from recorder.writer import RejectedBatch
+from tdlog.recorder.device import DeviceBatches, PendingBatch
+from tdlog.recorder.stats import batch_statistics
+from tdlog.recorder.writer import RejectedBatch
 
 
 class CopiesDone:

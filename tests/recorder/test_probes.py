@@ -6,9 +6,8 @@ import duckdb
 import numpy as np
 import pytest
 import torch
+from tdlog.recorder import ProbeSuites, Recorder
 from torch.utils.data import TensorDataset
-
-from recorder import ProbeSuites, Recorder
 
 NUM_CLASSES = 5
 

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import tdlog.analytics as analytics
 import torch
 import torch.multiprocessing as mp
-
-import analytics
-from recorder import Recorder
+from tdlog.recorder import Recorder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,7 +91,7 @@ def test_two_ddp_ranks_write_one_run(tmp_path) -> None:
 KILLED_WRITER = textwrap.dedent(
     """
     import sys, torch
-    from recorder import Recorder
+    from tdlog.recorder import Recorder
     rec = Recorder(sys.argv[1], num_classes=10, flush_rows=512, coalesce_rows=256, logits="full")
     print("ready", flush=True)
     epoch = 0

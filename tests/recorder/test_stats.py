@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from recorder import batch_statistics
-from recorder.host_stats import TRANSPOSE_MAX_CLASSES, host_kept_logits, host_statistics
-from recorder.stats import kept_logits
+from tdlog.recorder import batch_statistics
+from tdlog.recorder.host_stats import TRANSPOSE_MAX_CLASSES, host_kept_logits, host_statistics
+from tdlog.recorder.stats import kept_logits
 
 from ..reference import record_statistics
 

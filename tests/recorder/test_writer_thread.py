@@ -9,8 +9,7 @@ import threading
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-
-from recorder import Recorder
+from tdlog.recorder import Recorder
 
 
 def _torch_calls_in_writer_threads(action) -> list[str]:

@@ -1,4 +1,5 @@
-"""The ``tdlog`` command line: info, sql, score, export, mapd, report, demo.
+"""The ``tdlog`` command line: info, sql, score, export, mapd, report (``tdlog.analytics``), and demo
+(``tdlog.demo``, imported only for that command).
 
 Errors are one line on stderr, exit code 1."""
 
@@ -12,8 +13,6 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-
-from .digits import NOISE_MODELS
 
 
 def _epoch_range(text: str) -> range:
@@ -97,25 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--split", default="train", help="split (default train)")
     report.add_argument("--gallery", type=int, default=32, help="suspicious samples shown (default 32)")
 
-    demo = commands.add_parser("demo", help="noisy digits end to end: record, detect, compare, retrain, report")
-    demo.add_argument("--out", type=Path, default=None, help="output folder (default: a fresh ./tdlog-demo/DATE)")
-    demo.add_argument("--noise-rate", type=float, default=0.2, help="share of labels flipped (default 0.2)")
-    demo.add_argument("--noise-model", choices=NOISE_MODELS, default="uniform",
-                      help="uniform: any other class; pairflip: the next class (default uniform)")
-    demo.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of split, noise, probes, initialisation and batches")
-    demo.add_argument("--probes-per-suite", type=int, default=50, help="MAP-D probes per suite (default 50)")
-    demo.add_argument("--cv-folds", type=int, default=3, help="cross-validation folds for cleanlab (default 3)")
-    demo.add_argument("--no-retrain", action="store_true", help="skip the four retrainings")
+    commands.add_parser("demo", add_help=False,
+                        help="noisy digits end to end: record, detect, compare, retrain, report (tdlog demo --help)")
     return parser
 
 
 def _open(args: argparse.Namespace):
-    from . import open_run
+    from tdlog.analytics import open_run
 
     spark = None
     if args.engine == "spark":
-        from .spark import spark_session
+        from tdlog.analytics.spark_engine import spark_session
 
         spark = spark_session(args.master)
     return open_run(args.run, threads=args.threads, memory_limit=args.memory_limit, engine=args.engine, spark=spark)
@@ -137,7 +128,7 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _sql(args: argparse.Namespace) -> None:
-    from .export import write_frame
+    from tdlog.analytics.export import write_frame
 
     with _open(args) as run:
         if args.print_views:
@@ -157,7 +148,7 @@ def _sql(args: argparse.Namespace) -> None:
 
 
 def _score(args: argparse.Namespace) -> None:
-    from .export import write_frame
+    from tdlog.analytics.export import write_frame
 
     with _open(args) as run:
         if args.engine == "spark":  # computed and written by the executors, never collected here
@@ -171,9 +162,8 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from recorder.aum_compat import write_aum_values
-
-    from .export import write_frame, write_index_list
+    from tdlog.analytics.export import write_frame, write_index_list
+    from tdlog.recorder.aum_compat import write_aum_values
 
     with _open(args) as run:
         if args.aum_csv is not None:
@@ -194,7 +184,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _mapd(args: argparse.Namespace) -> None:
-    from .export import write_frame
+    from tdlog.analytics.export import write_frame
 
     outputs = {"--out": args.out, "--corrected-labels": args.corrected_labels, "--priority": args.priority}
     if not any(outputs.values()):
@@ -213,30 +203,16 @@ def _mapd(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from tdlog.analytics.report import write_report
 
     with _open(args) as run:
+        if args.out is None and run.path is None:
+            raise ValueError(f"--out: expected a report file for {run.location} (no local folder to put it in)")
         written = write_report(run, args.out or run.path / "report.html", split=args.split, gallery_size=args.gallery)
     print(f"wrote {written}")
 
 
-def _demo(args: argparse.Namespace) -> None:
-    from .demo import DemoConfig, run_demo
-
-    if not 0.0 <= args.noise_rate < 0.9:
-        raise ValueError(f"--noise-rate: expected a value in [0, 0.9), got {args.noise_rate}")
-    for name in ("epochs", "probes_per_suite"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')}: expected a positive number, got {getattr(args, name)}")
-    if args.cv_folds < 2:
-        raise ValueError(f"--cv-folds: expected at least 2, got {args.cv_folds}")
-    config = DemoConfig(noise_rate=args.noise_rate, noise_model=args.noise_model, epochs=args.epochs, seed=args.seed,
-                        probes_per_suite=args.probes_per_suite, cv_folds=args.cv_folds, progress=sys.stderr.isatty())
-    run_demo(args.out, config, retrain=not args.no_retrain)
-
-
-COMMANDS = {"info": _info, "sql": _sql, "score": _score, "export": _export, "mapd": _mapd, "report": _report,
-            "demo": _demo}
+COMMANDS = {"info": _info, "sql": _sql, "score": _score, "export": _export, "mapd": _mapd, "report": _report}
 
 
 def _spark_errors(args: argparse.Namespace) -> tuple[type[Exception], ...]:
@@ -251,7 +227,14 @@ def _spark_errors(args: argparse.Namespace) -> tuple[type[Exception], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":
+        from tdlog.demo.cli import main as demo_main
+
+        return demo_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         COMMANDS[args.command](args)
     except (OSError, ValueError, KeyError, NotImplementedError, duckdb.Error, *_spark_errors(args)) as exc:

@@ -22,13 +22,13 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 from torch.utils.data import TensorDataset
 
-from recorder import ProbeSuites, Recorder, threshold_samples
+from tdlog.analytics import open_run
+from tdlog.analytics.evaluate import COLUMNS, detection_metrics, evaluate_scores
+from tdlog.analytics.report import html_table, write_report
+from tdlog.recorder import ProbeSuites, Recorder, threshold_samples
 
 from .classifier import accuracy, predict_proba, train_classifier
 from .digits import NUM_CLASSES, DigitsSplit, inject_noise, load_digits_split
-from .evaluate import COLUMNS, detection_metrics, evaluate_scores
-from .report import html_table, write_report
-from .run import open_run
 
 
 @dataclass
@@ -58,7 +58,7 @@ class DemoData:
 class DemoResult:
     run_dir: Path
     report: Path
-    detection: pl.DataFrame  # one row per method: precision, recall, f1, auroc, flagged, noise_estimate
+    detection: pl.DataFrame  # one row per method: precision, recall, f1, auroc, flagged, flagged_share
     retraining: pl.DataFrame  # one row per training: samples, test_accuracy
     true_noise_rate: float
 
@@ -115,8 +115,8 @@ def cleanlab_detection(data: DemoData, config: DemoConfig) -> tuple[np.ndarray, 
 
 
 def detection_table(run_dir: Path, data: DemoData, config: DemoConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Every tdlog method (``Run.evaluate``) and cleanlab against the truth, with each method's noise
-    estimate (share flagged); and the scores table."""
+    """Every tdlog method (``Run.evaluate``) and cleanlab against the truth, with the share of the scored
+    samples each method flags (``flagged_share``); and the scores table."""
     with open_run(run_dir, progress=config.progress) as run:
         scores = run.scores()
     detection = evaluate_scores(scores)  # what run.evaluate() returns, without scoring the run again
@@ -129,7 +129,7 @@ def detection_table(run_dir: Path, data: DemoData, config: DemoConfig) -> tuple[
         detection = pl.concat([detection, row])
     except ImportError:
         print("cleanlab is not installed (pip install 'tdlog[demo]'): its row is left out")
-    return detection.with_columns(noise_estimate=pl.col("flagged") / int(scored.sum())), scores
+    return detection.with_columns(flagged_share=pl.col("flagged") / int(scored.sum())), scores
 
 
 def retraining_table(data: DemoData, scores: pl.DataFrame, config: DemoConfig) -> pl.DataFrame:

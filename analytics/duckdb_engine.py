@@ -1,0 +1,75 @@
+"""The DuckDB engine (default): a run's views in a DuckDB connection of their own."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import polars as pl
+
+from .views import duckdb_view_definitions
+
+if TYPE_CHECKING:
+    from .store import RunSnapshot
+
+
+class DuckDBEngine:
+    """Implements :class:`analytics.engine.Engine` with DuckDB.
+
+    Without ``connection`` it opens an in-memory database bounded by ``threads`` and ``memory_limit``
+    (e.g. ``"4GB"``), spilling to ``temp_directory`` (default: ``tdlog-duckdb`` in the system temp folder),
+    with DuckDB's progress bar when ``progress`` (default: when stderr is a terminal). With ``connection``
+    (yours) the views live in a cursor of it: they see your tables, you keep your connection, and another
+    run opened on the same connection has views of its own.
+    """
+
+    dialect = "duckdb"
+
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection | None = None,
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        temp_directory: str | os.PathLike | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        if connection is not None:
+            self.connection = connection.cursor()
+        else:
+            config: dict[str, Any] = {
+                "temp_directory": str(temp_directory or Path(tempfile.gettempdir()) / "tdlog-duckdb")}
+            if threads is not None:
+                config["threads"] = threads
+            if memory_limit is not None:
+                config["memory_limit"] = memory_limit
+            self.connection = duckdb.connect(":memory:", config=config)
+            show = sys.stderr.isatty() if progress is None else progress
+            self.connection.execute(f"SET enable_progress_bar = {'true' if show else 'false'}")
+        self.records_paths: list[str] = []  # the committed records files (MAP-D reads their footers)
+        self.id_type = "int64"
+        self._definitions: dict[str, str] = {}
+
+    def register(self, snapshot: RunSnapshot) -> None:
+        self._definitions = duckdb_view_definitions(snapshot)
+        self.records_paths = snapshot.paths(snapshot.files.records)
+        self.id_type = snapshot.id_type
+        for name, select in self._definitions.items():
+            self.connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
+
+    def frame(self, query: str, params: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+        return self.connection.sql(query, params=dict(params or {}))
+
+    def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+        return self.frame(query, params).pl()
+
+    def view_definitions(self) -> str:
+        return "\n".join(f"CREATE OR REPLACE VIEW {n} AS {s};" for n, s in self._definitions.items())
+
+    def close(self) -> None:
+        self.connection.close()

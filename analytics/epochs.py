@@ -1,0 +1,32 @@
+"""Epoch ranges: the ``epochs=`` argument of every score, and the epochs a run has recorded."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from . import queries
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+ALL_EPOCHS = 2**62  # upper bound of the default epoch range
+
+
+def epoch_bounds(epochs: range | None) -> tuple[int, int]:
+    """``[epoch_from, epoch_to)`` of ``epochs`` (default: every epoch, recorded or to come)."""
+    if epochs is None:
+        return 0, ALL_EPOCHS
+    if not isinstance(epochs, range) or epochs.step != 1:
+        raise ValueError(f"epochs: expected a range of consecutive epochs such as range(0, 50), got {epochs!r}")
+    return epochs.start, epochs.stop
+
+
+def recorded_epochs(engine: Engine, split: str = "train") -> list[int]:
+    """Epochs of ``split`` that have rows that count, ascending (``sql/epochs.sql``)."""
+    return engine.sql(queries.load("epochs"), {"split": split})["epoch"].to_list()
+
+
+def early_end(recorded: list[int]) -> int:
+    """End (exclusive) of the first 10 % of the ``recorded`` epochs, at least one: EL2N's default range."""
+    return recorded[max(1, math.ceil(len(recorded) / 10)) - 1] + 1 if recorded else 0

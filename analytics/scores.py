@@ -1,0 +1,91 @@
+"""The score table: every score per sample in one pass over the records, joined with the samples table.
+
+``sql/scores.sql`` is the definition. On DuckDB, ``sql/scores_one_pass.sql`` computes it in one
+``GROUP BY sample_id`` (no per-epoch averaging, no window), packing per sample which epochs were recorded
+and which were learned into bit masks (:mod:`analytics.epoch_masks`); a sample's row is exact when each of
+its epochs was observed once (observations = bits set), and the other samples (DDP padding, sampling with
+replacement) and ranges longer than ``MAX_EPOCHS`` epochs are computed by ``scores.sql`` itself. Spark
+runs ``scores.sql``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from . import queries
+from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
+from .epochs import early_end, epoch_bounds, recorded_epochs
+from .gmm import fit_gmm
+from .threshold import cutoff_of
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+SCORE_COLUMNS = ("sample_id", "aum", "aul", "confidence", "variability", "correctness", "el2n", "never_learned",
+                 "forgetting_events", "first_learned_epoch", "learned_for_good_epoch", "epochs")
+
+
+def score_table(engine: Engine, *, epochs: range | None = None, split: str = "train",
+                el2n_epochs: range | None = None) -> pl.DataFrame:
+    """``SCORE_COLUMNS`` of every sample with rows in ``split`` and ``epochs`` (see ``sql/scores.sql``),
+    joined with the samples table (``is_threshold`` false where unregistered), by ``sample_id``. EL2N spans
+    ``el2n_epochs`` (default: the first 10 % of the recorded epochs)."""
+    lower, upper = epoch_bounds(epochs)
+    recorded = recorded_epochs(engine, split)
+    el2n_to = early_end(recorded) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]
+    params = {"split": split, "epoch_from": lower, "epoch_to": upper, "el2n_to": el2n_to}
+    in_range = [e for e in recorded if lower <= e < upper]
+    if engine.dialect == "duckdb" and in_range and in_range[-1] - in_range[0] < MAX_EPOCHS:
+        rows = _one_pass_rows(engine, params | {"epoch_from": in_range[0]}, params)
+    else:
+        rows = engine.sql(queries.load("scores"), params)
+    samples = engine.sql("SELECT * FROM samples")
+    return rows.sort("sample_id").join(samples, on="sample_id", how="left", maintain_order="left").with_columns(
+        pl.col("is_threshold").fill_null(False))
+
+
+def _one_pass_rows(engine: Engine, packed_params: dict, params: dict) -> pl.DataFrame:
+    """``scores.sql``'s rows from ``scores_one_pass.sql``, the inexact samples from ``scores.sql``."""
+    packed = engine.sql(queries.load("scores_one_pass"), packed_params)
+    recorded, learned = (np.ascontiguousarray(packed.select(f"{name}_{w}" for w in range(WORDS)).fill_null(0)
+                                              .to_numpy().T) for name in ("recorded", "learned"))
+    exact = popcount(recorded) == packed["observations"].to_numpy()
+    inexact = None if exact.all() else packed.filter(~exact)["sample_id"]
+    if inexact is not None:
+        packed, recorded, learned = packed.filter(exact), recorded[:, exact], learned[:, exact]
+    forgetting = forgetting_columns(recorded, learned, packed_params["epoch_from"])
+    rows = packed.select(
+        "sample_id", "aum", "aul", "confidence", "variability", "correctness", "el2n",
+        never_learned=pl.Series(forgetting["never_learned"]),
+        **{name: pl.Series(forgetting[name], nan_to_null=True).cast(pl.Int64)
+           for name in ("forgetting_events", "first_learned_epoch", "learned_for_good_epoch")},
+        epochs=pl.col("observations"),
+    )
+    if inexact is None:
+        return rows
+    rechecked = engine.sql(f"SELECT * FROM ({queries.load('scores')}) WHERE sample_id IN (SELECT unnest($ids))",
+                           params | {"ids": inexact.to_list()})
+    return pl.concat([rows, rechecked.select(rows.columns)], how="vertical_relaxed")
+
+
+def real_samples(table: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``table`` that are real samples: neither threshold samples nor probes."""
+    return table.filter(~pl.col("is_threshold") & pl.col("probe").is_null())
+
+
+def add_flags(table: pl.DataFrame, *, percentile: float = 99, seed: int = 0) -> pl.DataFrame:
+    """``table`` (a :func:`score_table`) with ``aum_flagged`` (AUM below the threshold samples'
+    ``percentile``-th percentile, when there are threshold samples) and the AUL GMM's ``p_mislabeled,
+    gmm_flagged, weight`` over the real samples (see :func:`analytics.gmm.fit_gmm`)."""
+    cutoff = cutoff_of(table, percentile)
+    if cutoff is not None:
+        table = table.with_columns(aum_flagged=(pl.col("aum") < cutoff) & ~pl.col("is_threshold"))
+    real = real_samples(table)
+    if real["aul"].is_not_null().sum() >= 2:
+        fitted = fit_gmm(real, "aul", seed=seed).table.select(
+            "sample_id", "p_mislabeled", pl.col("flagged").alias("gmm_flagged"), "weight")
+        table = table.join(fitted, on="sample_id", how="left", maintain_order="left")
+    return table

@@ -1,0 +1,115 @@
+"""Where a run's files are, and what a reader sees of them at one moment.
+
+:class:`RunStore` reads a run folder through ``pyarrow.fs``: a local path or a URI (``s3://``, ``gs://``,
+``hdfs://``, ``file://``; ``s3a://`` is read as ``s3://``). :meth:`RunStore.snapshot` applies the reader
+rules of the format (:func:`tdlog.format.committed_files`: write-once names, ``_committed/`` manifests
+honoured) and both engines register their views from it, so DuckDB and Spark read exactly the same files.
+
+:func:`sync_run` brings a run on object storage into a local cache for DuckDB. The copy is incremental:
+records and samples files have write-once names, so a file already in the cache with the same size is
+not fetched again; ``run.json`` and the attempt files, which change, are fetched every time. Each file
+lands under a temporary name and is renamed into place, so an interrupted copy leaves complete files only.
+Credentials and endpoints come from the URI (``s3://bucket/run?endpoint_override=host:9000&scheme=http``),
+the usual environment variables, or an explicit ``pyarrow.fs.FileSystem``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from tdlog.format import MANIFEST, RunFiles, check_manifest, committed_files, is_uri, open_uri, parse_json
+
+COPY_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """The run as a reader sees it at one moment: its ``run.json``, its attempt files and its committed
+    data files (names relative to ``location``)."""
+
+    location: str
+    manifest: dict[str, Any]
+    attempts: tuple[dict[str, Any], ...]
+    files: RunFiles
+
+    @property
+    def id_type(self) -> str:
+        """``int64`` or ``string`` (``int64`` before the first batch bound it)."""
+        return self.manifest.get("sample_id_type") or "int64"
+
+    @property
+    def attempt_starts(self) -> dict[int, int | None]:
+        """``{attempt: start_epoch}`` (None: started, no epoch logged yet)."""
+        return {a["attempt"]: a["start_epoch"] for a in self.attempts}
+
+    def paths(self, names: tuple[str, ...]) -> list[str]:
+        """Full paths (or URIs) of ``names``."""
+        return [f"{self.location}/{name}" for name in names]
+
+    def key(self) -> tuple:
+        """What the views depend on: equal keys, equal views."""
+        return self.files.records, self.files.samples, tuple(sorted(self.attempt_starts.items()))
+
+
+class RunStore:
+    """A run folder read through ``pyarrow.fs``. ``location`` is what engines read (an absolute local
+    path, or the URI without its query string); ``local_path`` is the folder on this machine, if any."""
+
+    def __init__(self, location: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> None:
+        text = str(location)
+        if is_uri(text):
+            self.filesystem, self.root = open_uri(text, filesystem)
+            self.location = text.split("?", 1)[0].rstrip("/")
+            self.local_path: Path | None = None
+        else:
+            self.local_path = Path(text.removeprefix("file://")).resolve()
+            self.filesystem = filesystem or pafs.LocalFileSystem()
+            self.root = self.location = str(self.local_path)
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        """The JSON object in the run's file ``name`` (errors name the file)."""
+        with self.filesystem.open_input_stream(f"{self.root}/{name}") as stream:
+            return parse_json(stream.read(), f"{self.location}/{name}")
+
+    def snapshot(self) -> RunSnapshot:
+        """List the run and read its metadata. ``FileNotFoundError`` when there is no run, ``ValueError``
+        when ``run.json`` is not a tdlog run this version reads."""
+        files = committed_files(self.filesystem, self.root, where=self.location)
+        manifest = self.read_json(MANIFEST)
+        check_manifest(manifest, f"{self.location}/{MANIFEST}")
+        attempts = tuple(sorted((self.read_json(name) for name in files.attempts), key=lambda a: a["attempt"]))
+        return RunSnapshot(self.location, manifest, attempts, files)
+
+
+def sync_run(uri: str, *, cache_dir: str | os.PathLike | None = None,
+             filesystem: pafs.FileSystem | None = None) -> Path:
+    """Bring the local copy of the run at ``uri`` up to date and return its folder (default: a folder per
+    URI under ``tdlog-cache`` in the system temp folder). Raises ``FileNotFoundError`` if there is no run
+    at ``uri``."""
+    store = RunStore(uri, filesystem)
+    local = Path(cache_dir) if cache_dir is not None else (
+        Path(tempfile.gettempdir()) / "tdlog-cache" / hashlib.sha1(uri.encode()).hexdigest()[:16])
+    files = committed_files(store.filesystem, store.root, where=store.location)
+    for name in (MANIFEST, *files.attempts, *files.records, *files.samples):
+        target = local / name
+        changes = name == MANIFEST or name in files.attempts
+        if not changes and target.exists() and target.stat().st_size == files.sizes[name]:
+            continue
+        _copy(store.filesystem, f"{store.root}/{name}", target)
+    return local
+
+
+def _copy(filesystem: pafs.FileSystem, source: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    with filesystem.open_input_stream(source) as reader, open(partial, "wb") as writer:
+        while chunk := reader.read(COPY_CHUNK):
+            writer.write(chunk)
+    os.replace(partial, target)

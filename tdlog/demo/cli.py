@@ -1,0 +1,48 @@
+"""``tdlog demo``'s options (the main command line hands them over untouched)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .digits import NOISE_MODELS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tdlog demo", description="noisy digits end to end: record, detect, compare, retrain, report")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: a fresh ./tdlog-demo/DATE)")
+    parser.add_argument("--noise-rate", type=float, default=0.2, help="share of labels flipped (default 0.2)")
+    parser.add_argument("--noise-model", choices=NOISE_MODELS, default="uniform",
+                        help="uniform: any other class; pairflip: the next class (default uniform)")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of split, noise, probes, initialisation and batches")
+    parser.add_argument("--probes-per-suite", type=int, default=50, help="MAP-D probes per suite (default 50)")
+    parser.add_argument("--cv-folds", type=int, default=3, help="cross-validation folds for cleanlab (default 3)")
+    parser.add_argument("--no-retrain", action="store_true", help="skip the four retrainings")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo with ``argv`` (the arguments after ``tdlog demo``); errors are one line, status 1."""
+    from .pipeline import DemoConfig, run_demo
+
+    args = build_parser().parse_args(argv)
+    try:
+        if not 0.0 <= args.noise_rate < 0.9:
+            raise ValueError(f"--noise-rate: expected a value in [0, 0.9), got {args.noise_rate}")
+        for name in ("epochs", "probes_per_suite"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected a positive number, got {getattr(args, name)}")
+        if args.cv_folds < 2:
+            raise ValueError(f"--cv-folds: expected at least 2, got {args.cv_folds}")
+        config = DemoConfig(noise_rate=args.noise_rate, noise_model=args.noise_model, epochs=args.epochs,
+                            seed=args.seed, probes_per_suite=args.probes_per_suite, cv_folds=args.cv_folds,
+                            progress=sys.stderr.isatty())
+        run_demo(args.out, config, retrain=not args.no_retrain)
+    except (OSError, ValueError) as exc:
+        print(f"tdlog demo: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,216 @@
+"""The on-disk format, version 1, as code: the contract between ``tdlog.recorder`` (which writes) and
+``tdlog.analytics`` (which reads). FORMAT.md is the document; this module follows its sections.
+
+It imports pyarrow and the standard library only (no torch): both sides import it.
+
+::
+
+    RUN/
+      run.json                              run manifest (FORMAT.md, "run.json")
+      _attempts/attempt-K.json              one per (re)start (FORMAT.md, "Attempts")
+      records/split=S/epoch=E/part-a{attempt}-r{rank}-s{seq}.parquet
+      samples/part-a{attempt}-r{rank}-s{seq}.parquet
+      _committed/a{attempt}-r{rank}.json    object stores: the data files committed (FORMAT.md, "Object stores")
+      _staging/                             files being written; never read
+      .lock                                 flock over run.json and the attempt files
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+FORMAT_NAME = "tdlog"
+FORMAT_VERSION = 1
+
+MANIFEST = "run.json"
+ATTEMPTS_DIR = "_attempts"
+RECORDS_DIR = "records"
+SAMPLES_DIR = "samples"
+STAGING_DIR = "_staging"
+COMMITTED_DIR = "_committed"
+LOCK_FILE = ".lock"
+
+ID_TYPES = {"int64": pa.int64(), "string": pa.string()}
+
+# Per-row statistics computed by the recorder, in the order they are stacked on the device.
+FLOAT_STATS = ("loss", "margin", "target_logit", "other_logit", "prob", "el2n")
+INT_STATS = ("target", "other_class", "pred")
+
+LOGITS_MODES = ("none", "topk", "full")
+LOGITS_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+
+PART_FILE = re.compile(r"^part-a(\d+)-r(\d+)-s(\d+)\.parquet$")
+ATTEMPT_FILE = re.compile(r"^attempt-(\d+)\.json$")
+RECORDS_FILE = re.compile(r"^records/split=[^/]+/epoch=\d+/part-a\d+-r\d+-s\d+\.parquet$")
+SAMPLES_FILE = re.compile(r"^samples/part-a\d+-r\d+-s\d+\.parquet$")
+
+
+# --- schemas and names ------------------------------------------------------------------------------
+def records_schema(
+    id_type: str,
+    *,
+    logits: str = "none",
+    num_outputs: int = 0,
+    topk: int = 0,
+    logits_dtype: str = "float16",
+) -> pa.Schema:
+    """Schema of one records file (``split`` and ``epoch`` live in the hive path, not in the file)."""
+    fields = [
+        pa.field("sample_id", ID_TYPES[id_type], nullable=False),
+        pa.field("step", pa.int64(), nullable=False),
+        pa.field("target", pa.int32(), nullable=False),
+        pa.field("loss", pa.float32(), nullable=False),
+        pa.field("margin", pa.float32(), nullable=False),
+        pa.field("target_logit", pa.float32(), nullable=False),
+        pa.field("other_logit", pa.float32(), nullable=False),
+        pa.field("other_class", pa.int32(), nullable=False),
+        pa.field("prob", pa.float32(), nullable=False),
+        pa.field("pred", pa.int32(), nullable=False),
+        pa.field("el2n", pa.float32(), nullable=False),
+        pa.field("attempt", pa.int32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+    ]
+    if logits == "full":
+        fields.append(pa.field("logits", pa.list_(LOGITS_DTYPES[logits_dtype], num_outputs)))
+    elif logits == "topk":
+        fields.append(pa.field("topk_logits", pa.list_(pa.float32(), topk)))
+        fields.append(pa.field("topk_classes", pa.list_(pa.int32(), topk)))
+    return pa.schema(fields)
+
+
+def part_name(attempt: int, rank: int, seq: int) -> str:
+    """Write-once name of a records or samples file: ``part-a{attempt}-r{rank}-s{seq}.parquet``."""
+    return f"part-a{attempt}-r{rank}-s{seq}.parquet"
+
+
+def records_partition(split: str, epoch: int) -> str:
+    """Hive partition path, unpadded: ``records/split=train/epoch=3``."""
+    return f"{RECORDS_DIR}/split={split}/epoch={epoch}"
+
+
+def attempt_name(attempt: int) -> str:
+    """``_attempts/attempt-K.json``."""
+    return f"{ATTEMPTS_DIR}/attempt-{attempt}.json"
+
+
+def committed_name(attempt: int, rank: int) -> str:
+    """``_committed/a{attempt}-r{rank}.json``: one writer process's committed-files manifest."""
+    return f"{COMMITTED_DIR}/a{attempt}-r{rank}.json"
+
+
+# --- JSON files --------------------------------------------------------------------------------------
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` so that a reader sees the old or the new file, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def parse_json(data: bytes | str, where: str) -> dict[str, Any]:
+    """The JSON object in ``data``; ``ValueError`` naming ``where`` if it is not one."""
+    try:
+        payload = json.loads(data)
+    except ValueError as error:
+        raise ValueError(f"{where}: not valid JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in the local file ``path`` (errors name the file)."""
+    return parse_json(Path(path).read_bytes(), str(path))
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that a rename or link inside it survives a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_manifest(manifest: dict[str, Any], path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` if ``manifest`` (a ``run.json``) is not a tdlog run this code can read."""
+    if manifest.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path}: not a tdlog run (run.json has format={manifest.get('format')!r})")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: run has format version {version}, this tdlog reads up to {FORMAT_VERSION}; upgrade tdlog"
+        )
+
+
+# --- where a run lives: local folders and URIs ----------------------------------------------------
+def is_uri(path: str | os.PathLike) -> bool:
+    """``path`` names another file system (``s3://...``), not a local folder (``file://`` counts as local)."""
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def open_uri(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """``(file system, root path in it)`` of ``uri``. Without ``filesystem``, ``FileSystem.from_uri`` reads
+    options from the query string (``?endpoint_override=host:9000&scheme=http``); ``s3a://`` (Spark's
+    scheme) is read as ``s3://``."""
+    if filesystem is None:
+        filesystem, root = pafs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
+    else:
+        root = uri.split("?", 1)[0].split("://", 1)[1]
+    return filesystem, root.rstrip("/")
+
+
+def list_files(filesystem: pafs.FileSystem, root: str) -> dict[str, pafs.FileInfo]:
+    """``{path below root: file info}`` of every file below ``root`` (none if it does not exist)."""
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    return {f.path[len(root) + 1:]: f for f in filesystem.get_file_info(selector) if f.type == pafs.FileType.File}
+
+
+# --- what a reader sees (FORMAT.md, "Reader rules") ----------------------------------------------
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of a run that a reader takes, at one moment; names relative to the run's root."""
+
+    records: tuple[str, ...]
+    samples: tuple[str, ...]
+    attempts: tuple[str, ...]
+    sizes: dict[str, int]  # every file of the run, by name: its size in bytes
+
+
+def committed_files(filesystem: pafs.FileSystem, root: str, *, where: str | None = None) -> RunFiles:
+    """Apply the reader rules to the run at ``root``: a records or samples file counts when its name has
+    the write-once form (``records/split=S/epoch=E/part-a…-r…-s….parquet``, ``samples/part-….parquet``)
+    and, in a run that has ``_committed/*.json`` manifests, when one of them lists it. ``_staging/`` and
+    anything else is never read. ``FileNotFoundError`` when there is no ``run.json`` at ``root`` (named
+    ``where`` in errors, e.g. the URI)."""
+    where = where or root
+    files = list_files(filesystem, root)
+    if MANIFEST not in files:
+        raise FileNotFoundError(f"path: no tdlog run at {where} (no {MANIFEST})")
+    manifests = sorted(n for n in files if n.startswith(COMMITTED_DIR + "/") and n.endswith(".json"))
+    listed: set[str] | None = None
+    if manifests:
+        listed = set()
+        for name in manifests:
+            with filesystem.open_input_stream(files[name].path) as stream:
+                listed.update(parse_json(stream.read(), f"{where}/{name}").get("files", []))
+
+    def taken(pattern: re.Pattern) -> tuple[str, ...]:
+        return tuple(sorted(n for n in files if pattern.match(n) and (listed is None or n in listed)))
+
+    attempts = tuple(sorted(n for n in files if n.startswith(ATTEMPTS_DIR + "/")
+                            and ATTEMPT_FILE.match(n[len(ATTEMPTS_DIR) + 1:])))
+    return RunFiles(taken(RECORDS_FILE), taken(SAMPLES_FILE), attempts, {n: f.size for n, f in files.items()})
