@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class DuckDBEngine:
-    """Implements :class:`analytics.engine.Engine` with DuckDB.
+    """Implements :class:`tdlog.analytics.engine.Engine` with DuckDB.
 
     Without ``connection`` it opens an in-memory database bounded by ``threads`` and ``memory_limit``
     (e.g. ``"4GB"``), spilling to ``temp_directory`` (default: ``tdlog-duckdb`` in the system temp folder),

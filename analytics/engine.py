@@ -1,5 +1,5 @@
-"""The engine interface: what tdlog asks of a query engine. DuckDB (:mod:`analytics.duckdb_engine`) and
-Spark (:mod:`analytics.spark_engine`) implement it; :class:`analytics.run.Run` and the algorithm modules
+"""The engine interface: what tdlog asks of a query engine. DuckDB (:mod:`tdlog.analytics.duckdb_engine`) and
+Spark (:mod:`tdlog.analytics.spark_engine`) implement it; :class:`tdlog.analytics.run.Run` and the algorithm modules
 (scores, threshold, GMM, MAP-D) use nothing else.
 
 Each engine object holds one run's views in a session of its own (its own DuckDB connection, or a cursor of

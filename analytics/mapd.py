@@ -249,7 +249,7 @@ def mapd(
     ``p_<suite>`` = share of the ``k`` nearest reference-probe trajectories (exact L2) in ``suite`` and
     ``mapd_suite`` = the argmax (first suite alphabetically on ties). DuckDB streams trajectory blocks of
     about ``block_values`` values; Spark searches each partition on the executors
-    (:func:`analytics.spark_mapd.mapd_frame`)."""
+    (:func:`tdlog.analytics.spark_mapd.mapd_frame`)."""
     if engine.dialect == "spark":
         from .spark_engine import to_polars
         from .spark_mapd import mapd_frame

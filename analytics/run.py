@@ -1,9 +1,9 @@
 """``open_run`` and ``Run``: a recorded run, opened read-only on an engine; results as Polars DataFrames.
 
 ``Run`` is the public API. It keeps the engine's views in step with the run's committed files (a live run
-gains files while it is queried) and delegates every computation to the algorithm modules
-(:mod:`analytics.scores`, :mod:`analytics.threshold`, :mod:`analytics.gmm`, :mod:`analytics.mapd`,
-:mod:`analytics.correction`, :mod:`analytics.evaluate`), which take the engine.
+gains files while it is queried) and delegates every computation to the algorithm modules of
+``tdlog.analytics`` (``scores``, ``threshold``, ``gmm``, ``mapd``, ``correction``, ``evaluate``), which take
+the engine.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ ENGINES = ("duckdb", "spark")
 
 
 class Run:
-    """A recorded run, opened read-only on an :class:`~analytics.engine.Engine`. Use :func:`open_run`."""
+    """A recorded run, opened read-only on an :class:`~tdlog.analytics.engine.Engine`. Use :func:`open_run`."""
 
     def __init__(self, store: RunStore, engine: Engine, snapshot: RunSnapshot | None = None) -> None:
         self.store = store
@@ -145,7 +145,7 @@ class Run:
             fit_sample: int | None = DEFAULT_FIT_SAMPLE) -> GMMResult:
         """Two-component GMM on ``score`` over the real samples (threshold and probe samples left out):
         ``p_mislabeled`` = posterior of the higher-mean component, ``noise_rate`` = its mean, ``flagged`` =
-        ``p_mislabeled > 0.5``, ``weight`` = ``1 - p_mislabeled``. See :func:`analytics.gmm.fit_gmm`."""
+        ``p_mislabeled > 0.5``, ``weight`` = ``1 - p_mislabeled``. See :func:`tdlog.analytics.gmm.fit_gmm`."""
         self._refresh()
         table = real_samples(score_table(self.engine, epochs=epochs, split=split))
         return fit_gmm(table, score, seed=seed, fit_sample=fit_sample)
@@ -168,7 +168,7 @@ class Run:
         real samples); with ``mapd`` (default: when the run has reference probes) the :meth:`mapd` columns
         ``p_<suite>, mapd_suite`` (``k = mapd_k``) and ``mapd_flagged`` (assigned to ``random_labels``).
         Definitions as in :meth:`aum`, :meth:`aul`, :meth:`data_map`, :meth:`el2n`, :meth:`forgetting`,
-        :meth:`threshold_cutoff` and :meth:`gmm`; see :mod:`analytics.scores`."""
+        :meth:`threshold_cutoff` and :meth:`gmm`; see :mod:`tdlog.analytics.scores`."""
         self._refresh()
         table = score_table(self.engine, epochs=epochs, split=split, el2n_epochs=el2n_epochs)
         table = add_flags(table, percentile=percentile, seed=seed)
@@ -183,7 +183,7 @@ class Run:
                      el2n_epochs: range | None = None, percentile: float = 99, seed: int = 0) -> int:
         """Write the :meth:`scores` table without MAP-D to ``out`` (``.parquet``, ``.csv`` or ``.json``;
         on Spark, computed and written by the executors as a folder of part files, see
-        :func:`analytics.spark_scores.write_scores`). Returns the number of rows written."""
+        :func:`tdlog.analytics.spark_scores.write_scores`). Returns the number of rows written."""
         self._refresh()
         if self.engine.dialect == "spark":
             from .spark_scores import write_scores
@@ -199,7 +199,7 @@ class Run:
 
     def evaluate(self, *, epochs: range | None = None, split: str = "train", percentile: float = 99) -> pl.DataFrame:
         """Each method against the truth (``true_label`` registered with the samples): one row per method
-        with ``precision, recall, f1, auroc, flagged``. See :func:`analytics.evaluate.evaluate_scores`."""
+        with ``precision, recall, f1, auroc, flagged``. See :func:`tdlog.analytics.evaluate.evaluate_scores`."""
         return evaluate_scores(self.scores(epochs=epochs, split=split, percentile=percentile))
 
     # --- MAP-D ---------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class Run:
     ) -> pl.DataFrame:
         """MAP-D per sample: ``p_<suite>`` = share of the ``k`` nearest reference-probe loss trajectories
         (exact L2, FAISS) that belong to ``suite``, and ``mapd_suite`` = the argmax. Trajectories use the
-        recorded epochs in ``epochs`` up to ``upto_epoch`` (the online variant); see :mod:`analytics.mapd`.
+        recorded epochs in ``epochs`` up to ``upto_epoch`` (the online variant); see :mod:`tdlog.analytics.mapd`.
         ``device``: ``"auto"`` (GPU when FAISS can use one), ``"cpu"`` or ``"cuda"``. ``block_values``:
         trajectory values (samples x epochs) held at a time, about 4 bytes each."""
         self._refresh()
@@ -241,7 +241,7 @@ class Run:
         per sample, where ``p_clean`` = share of ``clean_suite`` among the ``k`` nearest probes of the two
         suites ``clean_suite`` and ``noisy_suite`` (``p_noisy = 1 - p_clean``) and ``predicted`` = the most
         frequent prediction in the sample's last recorded epoch. Columns ``sample_id, label, predicted,
-        p_clean, p_noisy, soft_label, corrected_label``; see :func:`analytics.correction.soft_labels`."""
+        p_clean, p_noisy, soft_label, corrected_label``; see :func:`tdlog.analytics.correction.soft_labels`."""
         self._refresh()
         votes = correction.clean_votes(self.engine, k=k, clean_suite=clean_suite, noisy_suite=noisy_suite,
                                        epochs=epochs, split=split, device=device)
@@ -309,10 +309,10 @@ def open_run(
     ``"4GB"``) bound a connection tdlog opens; work that does not fit spills to ``temp_directory``
     (default: ``tdlog-duckdb`` in the system temp folder). ``progress`` shows DuckDB's progress bar on long
     queries (default: when stderr is a terminal). A URI (``s3://bucket/run``) is brought into the local
-    ``cache_dir`` first and the copy is opened (see :mod:`analytics.store`).
+    ``cache_dir`` first and the copy is opened (see :mod:`tdlog.analytics.store`).
 
     ``engine="spark"``: the views in a new session of the ``SparkSession`` ``spark`` (default: a
-    ``local[2]`` one, see :func:`analytics.spark_engine.spark_session`); Spark reads local paths and URIs
+    ``local[2]`` one, see :func:`tdlog.analytics.spark_engine.spark_session`); Spark reads local paths and URIs
     (its own connectors, ``s3a://``) where they are.
 
     ``filesystem``: a ``pyarrow.fs.FileSystem`` to read the run's files with. Raises ``FileNotFoundError``

@@ -2,7 +2,7 @@
 
 ``sql/scores.sql`` is the definition. On DuckDB, ``sql/scores_one_pass.sql`` computes it in one
 ``GROUP BY sample_id`` (no per-epoch averaging, no window), packing per sample which epochs were recorded
-and which were learned into bit masks (:mod:`analytics.epoch_masks`); a sample's row is exact when each of
+and which were learned into bit masks (:mod:`tdlog.analytics.epoch_masks`); a sample's row is exact when each of
 its epochs was observed once (observations = bits set), and the other samples (DDP padding, sampling with
 replacement) and ranges longer than ``MAX_EPOCHS`` epochs are computed by ``scores.sql`` itself. Spark
 runs ``scores.sql``.
@@ -79,7 +79,7 @@ def real_samples(table: pl.DataFrame) -> pl.DataFrame:
 def add_flags(table: pl.DataFrame, *, percentile: float = 99, seed: int = 0) -> pl.DataFrame:
     """``table`` (a :func:`score_table`) with ``aum_flagged`` (AUM below the threshold samples'
     ``percentile``-th percentile, when there are threshold samples) and the AUL GMM's ``p_mislabeled,
-    gmm_flagged, weight`` over the real samples (see :func:`analytics.gmm.fit_gmm`)."""
+    gmm_flagged, weight`` over the real samples (see :func:`tdlog.analytics.gmm.fit_gmm`)."""
     cutoff = cutoff_of(table, percentile)
     if cutoff is not None:
         table = table.with_columns(aum_flagged=(pl.col("aum") < cutoff) & ~pl.col("is_threshold"))

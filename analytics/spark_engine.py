@@ -1,8 +1,8 @@
 """The Apache Spark engine: the same views and the same ``sql/`` files in a ``SparkSession``, for runs
 that outgrow one machine. ``tdlog.analytics.open_run(path, engine="spark", spark=session)`` returns a
-:class:`~analytics.run.Run` on a :class:`SparkEngine`; every method works on it (results come back as
-Polars), and :meth:`~analytics.run.Run.write_scores` computes and writes the score table on the executors
-(:mod:`analytics.spark_scores`). The views live in ``session.newSession()``: their own temporary views,
+:class:`~tdlog.analytics.run.Run` on a :class:`SparkEngine`; every method works on it (results come back as
+Polars), and :meth:`~tdlog.analytics.run.Run.write_scores` computes and writes the score table on the executors
+(:mod:`tdlog.analytics.spark_scores`). The views live in ``session.newSession()``: their own temporary views,
 the caller's SparkContext, so two runs in one application never see each other's views.
 
 Dialect switch: the ``sql/`` files mark parameters DuckDB's way, ``$name``; :func:`spark_dialect` rewrites
@@ -70,7 +70,7 @@ def to_polars(frame: DataFrame) -> pl.DataFrame:
 
 
 class SparkEngine:
-    """Implements :class:`analytics.engine.Engine` with Spark: ``raw_records`` and ``samples`` are
+    """Implements :class:`tdlog.analytics.engine.Engine` with Spark: ``raw_records`` and ``samples`` are
     DataFrames read from the committed files (partitions discovered below ``records/``), ``attempts`` is
     built from the attempt files, ``records`` and ``epoch_stats`` are the same SQL text as on DuckDB."""
 

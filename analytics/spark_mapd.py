@@ -1,7 +1,7 @@
 """MAP-D on Spark: each sample's per-epoch mean losses gathered into one row by the executors
 (``sql/trajectory_points.sql``), the reference probes' trajectories collected to the driver and shipped
 with the task, and each partition searched with FAISS (``mapInArrow``). Same columns and values as the
-DuckDB path of :func:`analytics.mapd.mapd`. On a cluster, tdlog and FAISS must be installed on the
+DuckDB path of :func:`tdlog.analytics.mapd.mapd`. On a cluster, tdlog and FAISS must be installed on the
 executors."""
 
 from __future__ import annotations

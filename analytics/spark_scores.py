@@ -1,4 +1,4 @@
-"""The score table computed and written by Spark's executors (:meth:`analytics.run.Run.write_scores` on
+"""The score table computed and written by Spark's executors (:meth:`tdlog.analytics.run.Run.write_scores` on
 ``engine="spark"``): nothing per sample is collected to the driver."""
 
 from __future__ import annotations

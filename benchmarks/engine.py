@@ -32,8 +32,9 @@ import tempfile
 import time
 
 import duckdb
-import tdlog.analytics as analytics
 import torch
+
+import tdlog.analytics as analytics
 from tdlog.recorder import Recorder
 
 CLASSES, BATCH = 10, 65_536

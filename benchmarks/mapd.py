@@ -34,8 +34,9 @@ import time
 
 import faiss
 import numpy as np
-import tdlog.analytics as analytics
 import torch
+
+import tdlog.analytics as analytics
 from tdlog.analytics.mapd import ProbeIndex
 from tdlog.recorder import Recorder
 

@@ -30,6 +30,7 @@ import time
 import torch
 import torch.nn.functional as F
 from aum import AUMCalculator
+
 from tdlog.recorder import Recorder
 
 BATCH, CLASSES = 512, 100

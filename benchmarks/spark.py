@@ -30,10 +30,10 @@ import tempfile
 import time
 
 import duckdb
-import tdlog.analytics as analytics
-from tdlog.analytics.spark_engine import spark_session
 
+import tdlog.analytics as analytics
 from benchmarks.engine import write_run
+from tdlog.analytics.spark_engine import spark_session
 
 
 def main() -> None:

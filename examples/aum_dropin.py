@@ -9,6 +9,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
+
 from tdlog.recorder import AUMCalculator
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -5,15 +5,16 @@
 
 import argparse
 
-import tdlog.analytics as analytics
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-from tdlog.recorder import DatasetWithIndex, Recorder
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
+
+import tdlog.analytics as analytics
+from tdlog.recorder import DatasetWithIndex, Recorder
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", required=True, help="run directory (shared by the ranks)")

@@ -8,10 +8,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import tdlog.analytics as analytics
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
+
+import tdlog.analytics as analytics
 from tdlog.recorder import Recorder, threshold_samples
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,12 +7,13 @@
 import argparse
 import time
 
-import tdlog.analytics as analytics
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-from tdlog.recorder import DatasetWithIndex, Recorder
 from torch.utils.data import DataLoader, TensorDataset
+
+import tdlog.analytics as analytics
+from tdlog.recorder import DatasetWithIndex, Recorder
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", required=True, help="run directory")

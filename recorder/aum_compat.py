@@ -78,7 +78,7 @@ class AUMCalculator:
         compressed: if False, keep every per-update record and write ``full_aum_records.csv``.
         run_dir: tdlog run directory (default ``save_dir/tdlog``). Epoch ``k`` of a sample is its
             ``k``-th update (an epoch-based loop sees each sample once per epoch).
-        **recorder_options: passed to :class:`recorder.Recorder`.
+        **recorder_options: passed to :class:`tdlog.recorder.Recorder`.
     """
 
     def __init__(self, save_dir: str, compressed: bool = True, *, run_dir: str | None = None,

@@ -1,7 +1,7 @@
 """Rows of consecutive CPU batches in NumPy buffers, as the writer thread reads them.
 
-The writer needs NumPy and PyArrow only (it must not run torch ops, see :mod:`recorder.host_stats`);
-:class:`recorder.staging.HostChunk` is the training side's view, which copies torch tensors in.
+The writer needs NumPy and PyArrow only (it must not run torch ops, see :mod:`tdlog.recorder.host_stats`);
+:class:`tdlog.recorder.staging.HostChunk` is the training side's view, which copies torch tensors in.
 """
 
 from __future__ import annotations

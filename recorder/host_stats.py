@@ -1,4 +1,4 @@
-"""The statistics of :func:`recorder.stats.batch_statistics`, in NumPy, for the writer thread (CPU batches).
+"""The statistics of :func:`tdlog.recorder.stats.batch_statistics`, in NumPy, for the writer thread (CPU batches).
 
 The writer thread must not run torch ops: measured on a 2-core machine, one torch op in a second live thread
 (even ``exp`` of 100 values) made every later training step of the main thread twice as slow (1.8 ms →
@@ -21,7 +21,7 @@ def host_statistics(
     logits: np.ndarray, targets: np.ndarray, loss: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(floats [6, B] float32, ints [3, B] int32)`` of ``float32 logits [B, C]`` (used as scratch space)
-    and ``int64 targets [B]`` in ``[0, C)``: the rows of :func:`recorder.stats.batch_statistics`.
+    and ``int64 targets [B]`` in ``[0, C)``: the rows of :func:`tdlog.recorder.stats.batch_statistics`.
 
     With ``z`` a sample's logits, ``y`` its target, ``o = max_{j != y} z_j``, ``m = max(z_y, o)`` and
     ``e_j = exp(z_j - m)``: loss ``= -log p_y`` (or the given one), margin ``= z_y - o``, ``z_y``, ``o``,

@@ -29,7 +29,7 @@ class ProbeSuites(Dataset):
     """``dataset`` (``ds[i] -> (input, label)``) plus probe samples; ``ps[i] -> (input, label, sample_id)``.
 
     Items ``0 .. len(dataset) - 1`` are the dataset's own (sample id = index, as
-    :class:`recorder.DatasetWithIndex`); probes follow with ids ``first_id, first_id + 1, ...`` (default
+    :class:`tdlog.recorder.DatasetWithIndex`); probes follow with ids ``first_id, first_id + 1, ...`` (default
     ``len(dataset)``). In each suite a seeded ``heldout_share`` of the probes gets role ``heldout`` (trained
     on, used only to measure MAP-D accuracy), the rest ``reference`` (the k-NN neighbours). Register them
     with :meth:`register` (after registering the dataset's own samples).

@@ -62,10 +62,10 @@ class Recorder:
 
     Args:
         path: run directory, created if missing; or an object-store URI (``s3://bucket/run``, see
-            :mod:`recorder.remote`): files are committed in ``local_dir`` and uploaded.
+            :mod:`tdlog.recorder.remote`): files are committed in ``local_dir`` and uploaded.
         num_classes: number of real classes ``C``.
         with_threshold_class: the model has ``C + 1`` outputs, the extra class ``C`` holding threshold
-            samples (see :func:`recorder.threshold_samples`).
+            samples (see :func:`tdlog.recorder.threshold_samples`).
         logits: which logits to keep besides the statistics: ``"none"``, ``"topk"`` or ``"full"``.
         topk: how many logits to keep with ``logits="topk"``.
         logits_dtype: ``"float16"`` or ``"float32"`` for ``logits="full"``.
@@ -171,7 +171,7 @@ class Recorder:
         split: str | None = None,
         step: int | None = None,
     ) -> None:
-        """Record one batch: per sample, the statistics of :func:`recorder.stats.batch_statistics`.
+        """Record one batch: per sample, the statistics of :func:`tdlog.recorder.stats.batch_statistics`.
 
         No host sync and no per-sample Python: on CUDA the statistics are computed on the device and
         copied to pinned memory asynchronously; on CPU they are computed by the writer thread.

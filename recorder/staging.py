@@ -16,7 +16,7 @@ from .chunk import Chunk
 
 
 class HostChunk(Chunk):
-    """A :class:`recorder.chunk.Chunk` with torch views of its buffer, which ``log()`` copies batches into."""
+    """A :class:`tdlog.recorder.chunk.Chunk` with torch views of its buffer, which ``log()`` copies batches into."""
 
     def __init__(self, capacity: int, num_outputs: int) -> None:
         super().__init__(capacity, num_outputs)

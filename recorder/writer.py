@@ -1,8 +1,8 @@
 """Background writer thread: turns handed-over batches into Arrow rows and commits Parquet files.
 
 It imports NumPy and PyArrow only and runs no torch ops: a torch op in a second live thread made every
-training step of the main thread twice as slow (see :mod:`recorder.host_stats`); device batches bring
-their own ``rows()`` (:mod:`recorder.device`), which only waits for the copies and reads pinned buffers.
+training step of the main thread twice as slow (see :mod:`tdlog.recorder.host_stats`); device batches bring
+their own ``rows()`` (:mod:`tdlog.recorder.device`), which only waits for the copies and reads pinned buffers.
 It computes the statistics of staged CPU batches (and hands their chunk back for reuse), buffers rows per
 ``(split, epoch)`` and commits a file when a buffer reaches ``flush_rows``, when an epoch of a split ends,
 when ``flush_seconds`` have passed since the rows were logged, on ``flush()`` and on ``close()``. An
@@ -84,9 +84,9 @@ _CLOSE = object()
 class RecordWriter(threading.Thread):
     """Daemon thread owning every records file of one (attempt, rank).
 
-    Items handed to :meth:`submit` are a :class:`recorder.chunk.Chunk` (CPU batches; given back through
+    Items handed to :meth:`submit` are a :class:`tdlog.recorder.chunk.Chunk` (CPU batches; given back through
     :meth:`take_chunk` once read) or an object with a ``rows(num_outputs, rejected)`` method returning
-    :class:`Rows` (device batches, :class:`recorder.device.DeviceBatches`).
+    :class:`Rows` (device batches, :class:`tdlog.recorder.device.DeviceBatches`).
     """
 
     def __init__(self, config: WriterConfig, on_nonfinite: Callable[[int], None]) -> None:
@@ -172,7 +172,7 @@ class RecordWriter(threading.Thread):
 
     def _chunk_rows(self, chunk: Chunk) -> Rows:
         """Statistics of a chunk of CPU batches, computed once over all its rows (NumPy: see
-        :mod:`recorder.host_stats`); the chunk is then given back for reuse."""
+        :mod:`tdlog.recorder.host_stats`); the chunk is then given back for reuse."""
         try:
             rows = chunk.rows
             config = self.config

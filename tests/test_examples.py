@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import tdlog.analytics as analytics
 
+import tdlog.analytics as analytics
 from tdlog.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from tdlog.recorder import Recorder, threshold_samples
 
 NUM_SAMPLES, NUM_CLASSES, EPOCHS = 120, 4, 6

@@ -9,10 +9,10 @@ import sys
 
 import polars as pl
 import pytest
-import tdlog.analytics as analytics
 from polars.testing import assert_frame_equal
-from tdlog.analytics import queries
 
+import tdlog.analytics as analytics
+from tdlog.analytics import queries
 from tdlog.cli import main
 
 

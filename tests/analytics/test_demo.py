@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
-import tdlog.analytics as analytics
 
+import tdlog.analytics as analytics
 from tdlog.cli import main
 from tdlog.demo import DemoConfig, run_demo
 from tdlog.demo.digits import inject_noise

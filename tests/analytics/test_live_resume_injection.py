@@ -9,8 +9,9 @@ import time
 
 import numpy as np
 import pytest
-import tdlog.analytics as analytics
 import torch
+
+import tdlog.analytics as analytics
 from tdlog.recorder import Recorder
 
 WRITER = textwrap.dedent(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-import tdlog.analytics as analytics
 import torch
-from tdlog.analytics.mapd import forward_fill, gpu_available
-from tdlog.recorder import Recorder
 
+import tdlog.analytics as analytics
+from tdlog.analytics.mapd import forward_fill, gpu_available
 from tdlog.cli import main
+from tdlog.recorder import Recorder
 
 SUITE_LEVELS = {"clean": (2.0, -1.6), "corrupted": (2.0, -0.8), "random_labels": (2.5, 0.0)}  # start, slope
 EPOCHS, PER_SUITE, REAL = 5, 30, 60

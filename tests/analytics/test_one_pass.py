@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-import tdlog.analytics as analytics
 import torch
 from polars.testing import assert_frame_equal
+
+import tdlog.analytics as analytics
 from tdlog.analytics.epoch_masks import BITS_PER_WORD, MAX_EPOCHS, WORDS, forgetting_columns, popcount
 from tdlog.recorder import Recorder
 

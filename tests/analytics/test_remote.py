@@ -8,13 +8,13 @@ import socket
 import polars as pl
 import pyarrow.fs as pafs
 import pytest
-import tdlog.analytics as analytics
 import torch
 from polars.testing import assert_frame_equal
-from tdlog.recorder import Recorder
 
+import tdlog.analytics as analytics
 from tdlog.cli import main
 from tdlog.format import is_uri
+from tdlog.recorder import Recorder
 
 moto_server = pytest.importorskip("moto.server")
 

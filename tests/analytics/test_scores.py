@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-import tdlog.analytics as analytics
 from aum import AUMCalculator
 from sklearn.mixture import GaussianMixture
+
+import tdlog.analytics as analytics
 from tdlog.analytics.threshold import cutoff_of
 
 from ..reference import forgetting, per_epoch_means, record_statistics

@@ -8,14 +8,16 @@ import shutil
 import numpy as np
 import polars as pl
 import pytest
-import tdlog.analytics as analytics
 import torch
 from polars.testing import assert_frame_equal
+
+import tdlog.analytics as analytics
 from tdlog.analytics.spark_engine import spark_dialect, spark_session
+from tdlog.cli import main
 from tdlog.recorder import Recorder
 
-from tdlog.cli import main
-
+from ..conftest import write_run
+from .test_engines import write_object_store_run
 from .test_mapd import write_probe_run
 
 pytest.importorskip("pyspark")
@@ -129,20 +131,33 @@ def test_spark_reads_only_committed_files_of_an_object_store_run(tmp_path, spark
     """A run written with the object-store protocol (here into a local folder through pyarrow's local file
     system), plus a data file no manifest lists: Spark, given the folder as a file:// URI, reads the
     committed files only and equals DuckDB on the plain local run."""
-    import pyarrow.fs as pafs
-
-    store = tmp_path / "bucket" / "run"
-    for target, options in ((f"store://{store}", {"filesystem": pafs.LocalFileSystem(),
-                                                  "local_dir": tmp_path / "mirror"}), (tmp_path / "plain", {})):
-        with Recorder(target, num_classes=3, **options) as rec:
-            rec.register_samples(torch.arange(12), torch.arange(12) % 3)
-            for epoch in range(3):
-                logits = torch.randn(12, 3, generator=torch.Generator().manual_seed(epoch))
-                rec.log(torch.arange(12), logits, torch.arange(12) % 3, epoch=epoch)
+    store, plain = write_object_store_run(tmp_path)
     assert (store / "_committed" / "a0-r0.json").exists()
     stray = next((store / "records" / "split=train" / "epoch=0").glob("*.parquet"))
     (stray.parent / "part-a7-r0-s0.parquet").write_bytes(stray.read_bytes())  # uploaded, never listed
     with analytics.open_run(f"file://{store}", engine="spark", spark=spark) as on_spark, \
-            analytics.open_run(tmp_path / "plain") as duck:
+            analytics.open_run(plain) as duck:
         _same(duck.scores(), on_spark.scores())
         assert on_spark.info()["splits"] == duck.info()["splits"]
+
+
+def test_two_runs_in_one_spark_session_each_return_their_own_rows(tmp_path, spark) -> None:
+    write_run(tmp_path / "a", num_samples=30)
+    write_run(tmp_path / "b", num_samples=20, seed=1)
+    run_a = analytics.open_run(tmp_path / "a", engine="spark", spark=spark)
+    alone = run_a.aum()
+    assert alone.height == 30
+    run_b = analytics.open_run(tmp_path / "b", engine="spark", spark=spark)
+    assert run_b.aum().height == 20
+    assert_frame_equal(run_a.aum(), alone)
+    run_b.close()
+    assert_frame_equal(run_a.aum(), alone)
+    run_a.close()
+    assert "records" not in [table.name for table in spark.catalog.listTables()]  # nothing in the caller's session
+
+
+def test_report_on_spark_goes_into_the_run_folder(scored_run, tmp_path) -> None:
+    path = shutil.copytree(scored_run[0], tmp_path / "run")
+    assert main(["report", str(path), "--engine", "spark"]) == 0
+    page = (path / "report.html").read_text()
+    assert "AUM histogram" in page and "data map" in page and "most suspicious samples" in page

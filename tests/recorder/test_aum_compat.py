@@ -6,8 +6,9 @@ from dataclasses import asdict
 
 import aum
 import pytest
-import tdlog.analytics as analytics
 import torch
+
+import tdlog.analytics as analytics
 from tdlog.recorder import AUMCalculator
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import torch
+
 from tdlog.recorder.device import DeviceBatches, PendingBatch
 from tdlog.recorder.stats import batch_statistics
 from tdlog.recorder.writer import RejectedBatch

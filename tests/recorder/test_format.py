@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
-from tdlog.recorder import FORMAT_VERSION, Recorder, batch_statistics
 
+from tdlog.recorder import FORMAT_VERSION, Recorder, batch_statistics
 from tests.conftest import write_run
 
 

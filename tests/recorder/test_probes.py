@@ -6,8 +6,9 @@ import duckdb
 import numpy as np
 import pytest
 import torch
-from tdlog.recorder import ProbeSuites, Recorder
 from torch.utils.data import TensorDataset
+
+from tdlog.recorder import ProbeSuites, Recorder
 
 NUM_CLASSES = 5
 

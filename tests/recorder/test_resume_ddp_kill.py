@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import tdlog.analytics as analytics
 import torch
 import torch.multiprocessing as mp
+
+import tdlog.analytics as analytics
 from tdlog.recorder import Recorder
 
 REPO = Path(__file__).resolve().parents[2]

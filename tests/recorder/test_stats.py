@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from tdlog.recorder import batch_statistics
 from tdlog.recorder.host_stats import TRANSPOSE_MAX_CLASSES, host_kept_logits, host_statistics
 from tdlog.recorder.stats import kept_logits

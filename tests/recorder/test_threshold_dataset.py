@@ -6,8 +6,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from tdlog.recorder import DatasetWithIndex, Recorder, threshold_sample_indices, threshold_samples
 from torch.utils.data import DataLoader, TensorDataset
+
+from tdlog.recorder import DatasetWithIndex, Recorder, threshold_sample_indices, threshold_samples
 
 
 def test_threshold_samples_count_disjoint_passes_and_seed() -> None:

@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+
 from tdlog.recorder import Recorder
 
 
