@@ -268,7 +268,7 @@ class Run:
             "format_version": self.manifest.get("format_version"),
             "num_classes": self.num_classes,
             "sample_id_type": self.manifest.get("sample_id_type"),
-            "registered_samples": self.sql("SELECT count(*) AS n FROM samples")["n"][0],
+            "registered_samples": self.query("sample_roles").height,
             "splits": splits.to_dicts(),
             "attempts": attempts.to_dicts(),
             "nonfinite_rows": self.manifest.get("nonfinite_rows", 0),
