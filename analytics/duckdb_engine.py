@@ -56,11 +56,29 @@ class DuckDBEngine:
         self._definitions: dict[str, str] = {}
 
     def register(self, snapshot: RunSnapshot) -> None:
-        self._definitions = duckdb_view_definitions(snapshot)
         self.records_paths = snapshot.paths(snapshot.files.records)
         self.id_type = snapshot.id_type
+        self._definitions = duckdb_view_definitions(snapshot)
+        self.connection.execute(f"CREATE OR REPLACE TEMP VIEW raw_records AS {self._definitions['raw_records']}")
+        columns = self._columns_of_older_files()
+        if columns is not None:
+            self._definitions = duckdb_view_definitions(snapshot, columns)
         for name, select in self._definitions.items():
             self.connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
+
+    def _columns_of_older_files(self) -> list[str] | None:
+        """``raw_records``' columns when some records file predates format version 2 (no ``correct``
+        column: the footers tell), else None."""
+        if not self.records_paths:
+            return None
+        columns = [row[0] for row in self.connection.execute("DESCRIBE raw_records").fetchall()]
+        if "correct" in columns:
+            with_correct = self.connection.execute(
+                "SELECT count(DISTINCT file_name) FROM parquet_schema($files) WHERE name = 'correct'",
+                {"files": self.records_paths}).fetchone()[0]
+            if with_correct == len(self.records_paths):
+                return None
+        return columns
 
     def frame(self, query: str, params: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
         return self.connection.sql(query, params=dict(params or {}))

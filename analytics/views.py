@@ -44,16 +44,27 @@ def records_filter(attempt_starts: dict[int, int | None]) -> str:
     return " OR ".join(terms) or "false"
 
 
-def records_select(attempt_starts: dict[int, int | None]) -> str:
-    """The ``records`` view over ``raw_records`` (portable SQL)."""
-    return f"SELECT * FROM raw_records WHERE {records_filter(attempt_starts)}"
+# columns that records files have from format version 2 on, and their values in older files
+DERIVED_COLUMNS = {"correct": "CAST(pred = target AS FLOAT)", "tokens": "CAST(1 AS INT)"}
+
+
+def records_select(attempt_starts: dict[int, int | None], columns: list[str] | None = None) -> str:
+    """The ``records`` view over ``raw_records`` (portable SQL). ``columns``: the columns of
+    ``raw_records`` when some files predate format version 2 (``DERIVED_COLUMNS`` then fill in their
+    ``correct`` and ``tokens``); None when every file has them."""
+    select = "*"
+    if columns is not None:
+        select = ", ".join(f"coalesce({c}, {DERIVED_COLUMNS[c]}) AS {c}" if c in DERIVED_COLUMNS else c
+                           for c in columns)
+        select += "".join(f", {value} AS {c}" for c, value in DERIVED_COLUMNS.items() if c not in columns)
+    return f"SELECT {select} FROM raw_records WHERE {records_filter(attempt_starts)}"
 
 
 # one row per split, epoch and sample: its observations there averaged first (portable SQL)
 EPOCH_STATS_SELECT = (
     "SELECT split, epoch, sample_id, any_value(target) AS target, "
     + ", ".join(f"avg({c}) AS {c}" for c in EPOCH_STATS_COLUMNS)
-    + ", avg(CAST(pred = target AS DOUBLE)) AS correct, count(*) AS observations "
+    + ", avg(correct) AS correct, count(*) AS observations "
     "FROM records GROUP BY split, epoch, sample_id"
 )
 
@@ -64,7 +75,8 @@ def raw_records_stub(sql_id: str) -> str:
         f"SELECT CAST(NULL AS {sql_id}) AS sample_id, CAST(NULL AS BIGINT) AS step, CAST(NULL AS INT) AS target, "
         + ", ".join(f"CAST(NULL AS FLOAT) AS {c}" for c in ("loss", "margin", "target_logit", "other_logit"))
         + ", CAST(NULL AS INT) AS other_class, CAST(NULL AS FLOAT) AS prob, CAST(NULL AS INT) AS pred, "
-        "CAST(NULL AS FLOAT) AS el2n, CAST(NULL AS INT) AS attempt, CAST(NULL AS INT) AS rank, "
+        "CAST(NULL AS FLOAT) AS el2n, CAST(NULL AS FLOAT) AS correct, CAST(NULL AS INT) AS tokens, "
+        "CAST(NULL AS INT) AS attempt, CAST(NULL AS INT) AS rank, "
         "CAST(NULL AS STRING) AS split, CAST(NULL AS BIGINT) AS epoch WHERE false"
     )
 
@@ -78,9 +90,9 @@ def samples_stub(sql_id: str) -> str:
     )
 
 
-def duckdb_view_definitions(snapshot: RunSnapshot) -> dict[str, str]:
+def duckdb_view_definitions(snapshot: RunSnapshot, columns: list[str] | None = None) -> dict[str, str]:
     """``{view name: SELECT ...}`` of the run in ``snapshot`` for DuckDB: the committed files listed one by
-    one (absolute paths, usable from any DuckDB session)."""
+    one (absolute paths, usable from any DuckDB session); ``columns`` as in :func:`records_select`."""
     sql_id = "BIGINT" if snapshot.id_type == "int64" else "STRING"
     if snapshot.files.records:
         raw = (
@@ -106,7 +118,7 @@ def duckdb_view_definitions(snapshot: RunSnapshot) -> dict[str, str]:
     return {
         "raw_records": raw,
         "attempts": attempts,
-        "records": records_select(snapshot.attempt_starts),
+        "records": records_select(snapshot.attempt_starts, columns),
         "epoch_stats": EPOCH_STATS_SELECT,
         "samples": samples,
     }

@@ -48,15 +48,31 @@ class PendingBatch:
     ints: torch.Tensor
     kept: tuple[torch.Tensor, ...]
     target_out_of_range: torch.Tensor
-    copied: Any  # torch.cuda.Event
+    copied: Any  # torch.cuda.Event; None for CPU tensors
 
 
 def device_batch(ids, logits, targets, loss, *, epoch: int, split: str, step: int, num_outputs: int,
                  logits_mode: str, topk: int, logits_dtype: str) -> PendingBatch:
-    """Statistics (and kept logits) of a CUDA batch, computed on the device and copied to the host."""
+    """Statistics (and kept logits) of a CUDA batch, computed on the device and copied to the host; a
+    classification row has ``correct = (pred == target)`` and ``tokens = 1``."""
     floats, ints = batch_statistics(logits, targets, loss)
+    floats = torch.cat([floats, (ints[2] == ints[0]).to(torch.float32).unsqueeze(0)])
+    ints = torch.cat([ints, torch.ones_like(ints[:1])])
     out_of_range = ((targets < 0) | (targets >= num_outputs)).any()
     kept = kept_logits(logits, logits_mode, topk, logits_dtype)
+    return statistics_batch(ids, targets, floats, ints, kept, out_of_range, epoch=epoch, split=split, step=step)
+
+
+def statistics_batch(ids, targets: torch.Tensor, floats: torch.Tensor, ints: torch.Tensor,
+                     kept: tuple[torch.Tensor, ...], out_of_range: torch.Tensor, *, epoch: int, split: str,
+                     step: int) -> PendingBatch:
+    """A batch whose statistics are computed (``[7, B]``, ``[4, B]``), on its way to the writer: CUDA
+    tensors are copied to pinned host memory without a sync (the writer waits for ``copied``); CPU
+    tensors are handed over as they are. ``targets`` are kept for the writer's error message when
+    ``out_of_range`` is true."""
+    if not floats.is_cuda:
+        return PendingBatch(split=split, epoch=epoch, step=step, ids=_host_ids(ids), targets=targets,
+                            floats=floats, ints=ints, kept=kept, target_out_of_range=out_of_range, copied=None)
     batch = PendingBatch(
         split=split,
         epoch=epoch,
@@ -86,7 +102,7 @@ class DeviceBatches(list):
         accepted = [batch for batch in self if _accepted(batch, num_outputs, rejected)]
         if not accepted:
             return None
-        stops = np.cumsum([batch.targets.shape[0] for batch in accepted]).tolist()
+        stops = np.cumsum([batch.floats.shape[1] for batch in accepted]).tolist()
         ids = [batch.ids for batch in accepted]
         return Rows(
             floats=np.concatenate([b.floats.numpy() for b in accepted], axis=1),  # [6, rows], rows contiguous
@@ -101,7 +117,8 @@ class DeviceBatches(list):
 
 
 def _accepted(batch: PendingBatch, num_outputs: int, rejected: list[BaseException]) -> bool:
-    batch.copied.synchronize()
+    if batch.copied is not None:
+        batch.copied.synchronize()
     if not batch.target_out_of_range.numpy():
         return True
     targets = batch.targets.numpy()

@@ -63,6 +63,9 @@ def create_or_validate(
                     f"with_threshold_class: the run at {run_dir} has threshold_class="
                     f"{manifest['threshold_class']}, got {threshold_class}"
                 )
+            if manifest["format_version"] < FORMAT_VERSION:  # this writer's files are of the newer version
+                manifest["format_version"] = FORMAT_VERSION
+                write_json_atomic(path, manifest)
             return manifest
         manifest = {
             "format": FORMAT_NAME,

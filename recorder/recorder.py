@@ -17,15 +17,18 @@ from tdlog.format import LOGITS_DTYPES, LOGITS_MODES, SAMPLES_DIR, is_uri, part_
 from . import manifest as manifest_io
 from .chunk import chunk_capacity
 from .commit import commit_table
-from .device import DeviceBatches, PendingBatch, device_batch
+from .device import DeviceBatches, PendingBatch, device_batch, statistics_batch
 from .remote import RemoteMirror
 from .samples import build_samples_table, drop_already_registered, read_registered
+from .sequence import IGNORE_INDEX, sequence_statistics
 from .staging import HostChunk
 from .validate import (
     check_epoch,
     check_id_type,
     check_logits,
     check_loss,
+    check_sequence_logits,
+    check_sequence_targets,
     check_split,
     check_target_range,
     check_targets,
@@ -170,8 +173,10 @@ class Recorder:
         epoch: int,
         split: str | None = None,
         step: int | None = None,
+        shift: bool = False,
     ) -> None:
-        """Record one batch: per sample, the statistics of :func:`tdlog.recorder.stats.batch_statistics`.
+        """Record one batch: per sample, the statistics of :func:`tdlog.recorder.stats.batch_statistics`;
+        for a sequence model, per example, their means over its tokens (:mod:`tdlog.recorder.sequence`).
 
         No host sync and no per-sample Python: on CUDA the statistics are computed on the device and
         copied to pinned memory asynchronously; on CPU they are computed by the writer thread.
@@ -180,14 +185,22 @@ class Recorder:
 
         Args:
             sample_ids: int64 tensor, numpy array, or list of int or str (one type per run).
-            logits: ``[B, num_outputs]`` raw logits (any float dtype, any device).
-            targets: ``[B]`` integer class indices used as training targets.
-            loss: optional ``[B]`` per-sample loss (``reduction="none"``); cross-entropy if omitted.
+            logits: ``[B, num_outputs]`` raw logits (any float dtype, any device); or token logits
+                ``[B, T, num_outputs]`` of a sequence model (``num_outputs`` = the vocabulary).
+            targets: ``[B]`` integer class indices used as training targets; with token logits, ``[B, T]``
+                token targets, ``-100`` for tokens that are not scored (the Hugging Face convention).
+            loss: optional ``[B]`` per-sample loss (``reduction="none"``); cross-entropy (mean token
+                cross-entropy) if omitted.
             epoch: epoch of this batch (hive partition key).
             split: split name (default: the recorder's ``split``), e.g. ``"train"`` or ``"eval"``.
             step: global step; defaults to a counter of ``log`` calls.
+            shift: token logits only: score token ``t`` against target ``t + 1``, as causal language
+                models' own loss does (pass their ``labels`` as ``targets``).
         """
         self._raise_pending_errors()
+        if isinstance(logits, torch.Tensor) and logits.dim() == 3:
+            self._log_sequence(sample_ids, logits, targets, loss, epoch=epoch, split=split, step=step, shift=shift)
+            return
         check_logits(logits, self.num_outputs)
         batch_size = logits.shape[0]
         check_targets(targets, batch_size, logits.device)
@@ -195,13 +208,7 @@ class Recorder:
         epoch = check_epoch(epoch)
         split = self.default_split if split is None else check_split(split)
         ids = self._prepare_ids(sample_ids, batch_size)
-        if step is None:
-            step = self._step
-        self._step += 1
-        if not self._start_epoch_known:
-            if self.rank == 0:
-                manifest_io.set_start_epoch(self.path, self.attempt, epoch)
-            self._start_epoch_known = True
+        step = self._next_step(step, epoch)
         if logits.is_cuda:
             options = self._writer_options
             self._stage_device(
@@ -214,6 +221,41 @@ class Recorder:
             lowest, highest = torch.aminmax(targets)
             check_target_range("targets", int(lowest), int(highest), self.num_outputs)
             self._stage_host(ids, logits, targets, loss, epoch, split, step)
+
+    def _log_sequence(self, sample_ids, logits, targets, loss, *, epoch, split, step, shift) -> None:
+        """``log()`` of token logits ``[B, T, V]``: one row per example (see :mod:`tdlog.recorder.sequence`),
+        computed on the logits' device in ``log()`` and handed to the writer as computed statistics."""
+        check_sequence_logits(logits, self.num_outputs)
+        if self._writer_options["logits"] != "none":
+            raise ValueError(f"logits: keeping logits ({self._writer_options['logits']!r}) is for classification "
+                             "runs; token logits [B, T, V] are reduced to one row per example (use logits='none')")
+        batch_size = logits.shape[0]
+        check_sequence_targets(targets, tuple(logits.shape[:2]), logits.device)
+        check_loss(loss, batch_size)
+        epoch = check_epoch(epoch)
+        split = self.default_split if split is None else check_split(split)
+        ids = self._prepare_ids(sample_ids, batch_size)
+        step = self._next_step(step, epoch)
+        scored = targets[:, 1:] if shift else targets
+        bad = ((scored < 0) & (scored != IGNORE_INDEX)) | (scored >= self.num_outputs)
+        if not logits.is_cuda and bool(bad.any()):
+            check_target_range("targets", int(scored[bad].min()), int(scored[bad].max()), self.num_outputs)
+        floats, ints = sequence_statistics(logits, targets, loss, shift=shift)
+        shown = scored.masked_fill(scored == IGNORE_INDEX, 0).reshape(-1)  # for the writer's error message
+        self._stage_device(statistics_batch(ids, shown, floats, ints, (), bad.any(), epoch=epoch, split=split,
+                                            step=step), batch_size)
+
+    def _next_step(self, step: int | None, epoch: int) -> int:
+        """The step of this ``log()`` call (default: a counter of calls); the first call of an attempt sets
+        its start epoch."""
+        if step is None:
+            step = self._step
+        self._step += 1
+        if not self._start_epoch_known:
+            if self.rank == 0:
+                manifest_io.set_start_epoch(self.path, self.attempt, epoch)
+            self._start_epoch_known = True
+        return step
 
     def _stage_host(self, ids, logits, targets, loss, epoch, split, step) -> None:
         """Copy a CPU batch into the current chunk; hand the chunk over when the next batch may not fit."""

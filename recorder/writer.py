@@ -50,8 +50,10 @@ class WriterConfig:
 
 @dataclass
 class Rows:
-    """Rows ready to buffer: statistics ``[6, n]``/``[3, n]``, ids, steps, kept logits, the
-    ``((split, epoch), start, stop)`` runs they belong to, and when they were logged."""
+    """Rows ready to buffer: statistics ``[7, n]``/``[4, n]`` in the order of ``FLOAT_STATS``/``INT_STATS``
+    (CPU classification chunks bring the first ``[6, n]``/``[3, n]``: ``correct`` and ``tokens`` follow
+    from them), ids, steps, kept logits, the ``((split, epoch), start, stop)`` runs they belong to, and when
+    they were logged."""
 
     floats: np.ndarray
     ints: np.ndarray
@@ -204,8 +206,12 @@ class RecordWriter(threading.Thread):
             "attempt": pa.array(np.full(count, self.config.attempt, dtype=np.int32)),
             "rank": pa.array(np.full(count, self.config.rank, dtype=np.int32)),
         }
-        columns.update((name, pa.array(rows.ints[index])) for index, name in enumerate(INT_STATS))
-        columns.update((name, pa.array(rows.floats[index])) for index, name in enumerate(FLOAT_STATS))
+        floats, ints = rows.floats, rows.ints
+        if len(floats) < len(FLOAT_STATS):  # classification rows: one token each, correct = (pred == target)
+            floats = [*floats, (ints[2] == ints[0]).astype(np.float32)]
+            ints = [*ints, np.ones(count, dtype=np.int32)]
+        columns.update((name, pa.array(ints[index])) for index, name in enumerate(INT_STATS))
+        columns.update((name, pa.array(floats[index])) for index, name in enumerate(FLOAT_STATS))
         for name, values in zip(self._kept_columns(), rows.kept, strict=True):
             columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
         record_batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)

@@ -2,7 +2,8 @@
 -- Data map coordinates (Swayamdipta et al. 2020) per sample, over epochs e in [$epoch_from, $epoch_to):
 --   confidence  = mean_e p_e            (p_e: per-epoch mean softmax probability of the target)
 --   variability = sqrt(mean_e (p_e - confidence)^2)   (population standard deviation)
---   correctness = mean_e c_e            (c_e: share of the epoch's observations with pred = target)
+--   correctness = mean_e c_e            (c_e: mean `correct` of the epoch's observations: pred = target for a
+--                                     classification row, the token accuracy for a sequence row)
 -- parameters: $split (text), $epoch_from (int), $epoch_to (int, exclusive)
 -- views: epoch_stats
 SELECT

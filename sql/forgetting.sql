@@ -1,6 +1,7 @@
 -- name: forgetting
 -- Forgetting events (Toneva et al. 2019) per sample, over recorded epochs e in [$epoch_from, $epoch_to).
--- A sample is learned in epoch e when more than half of its observations in e have pred = target.
+-- A sample is learned in epoch e when the mean `correct` of its observations in e exceeds 0.5 (more than
+-- half of its predictions right: pred = target for a classification row, token accuracy for a sequence row).
 --   forgetting_events      = number of learned -> not learned transitions between consecutive recorded
 --                            epochs; NULL when the sample was never learned (never_learned = true)
 --   first_learned_epoch    = first epoch in which it is learned (NULL if never)

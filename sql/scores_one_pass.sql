@@ -5,7 +5,7 @@
 -- per-observation means are per-epoch means); the engine checks this per sample (observations = number of
 -- bits set in recorded_0..3) and recomputes the other samples with scores.sql, which stays the definition.
 -- Bit b of word w (62 bits a word) stands for epoch e = $epoch_from + 62 w + b:
---   recorded_w = epochs with a record, learned_w = epochs with pred = target (the forgetting columns are
+--   recorded_w = epochs with a record, learned_w = epochs with correct > 0.5 (pred = target) (the forgetting columns are
 --   computed from them as in forgetting.sql, by analytics.epoch_masks). Other columns as in scores.sql.
 -- parameters: $split (text), $epoch_from (int), $epoch_to (int, exclusive), $el2n_to (int, exclusive)
 -- views: records
@@ -16,16 +16,16 @@ WITH packed AS (
         sum(loss) AS aul,
         avg(prob) AS confidence,
         stddev_pop(prob) AS variability,
-        avg(CASE WHEN pred = target THEN 1.0 ELSE 0.0 END) AS correctness,
+        avg(correct) AS correctness,
         avg(CASE WHEN epoch < $el2n_to THEN el2n END) AS el2n,
         count(*) AS observations,
         bit_or(CASE WHEN epoch - $epoch_from < 124
                     THEN 1::HUGEINT << (epoch - $epoch_from)::HUGEINT END) AS recorded_low,
         bit_or(CASE WHEN epoch - $epoch_from >= 124
                     THEN 1::HUGEINT << (epoch - $epoch_from - 124)::HUGEINT END) AS recorded_high,
-        bit_or(CASE WHEN epoch - $epoch_from < 124 AND pred = target
+        bit_or(CASE WHEN epoch - $epoch_from < 124 AND correct > 0.5
                     THEN 1::HUGEINT << (epoch - $epoch_from)::HUGEINT END) AS learned_low,
-        bit_or(CASE WHEN epoch - $epoch_from >= 124 AND pred = target
+        bit_or(CASE WHEN epoch - $epoch_from >= 124 AND correct > 0.5
                     THEN 1::HUGEINT << (epoch - $epoch_from - 124)::HUGEINT END) AS learned_high
     FROM records
     WHERE split = $split

@@ -1,4 +1,4 @@
-"""The on-disk format, version 1, as code: the contract between ``tdlog.recorder`` (which writes) and
+"""The on-disk format, version 2, as code: the contract between ``tdlog.recorder`` (which writes) and
 ``tdlog.analytics`` (which reads). FORMAT.md is the document; this module follows its sections.
 
 It imports pyarrow and the standard library only (no torch): both sides import it.
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 FORMAT_NAME = "tdlog"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 MANIFEST = "run.json"
 ATTEMPTS_DIR = "_attempts"
@@ -40,9 +40,11 @@ LOCK_FILE = ".lock"
 
 ID_TYPES = {"int64": pa.int64(), "string": pa.string()}
 
-# Per-row statistics computed by the recorder, in the order they are stacked on the device.
-FLOAT_STATS = ("loss", "margin", "target_logit", "other_logit", "prob", "el2n")
-INT_STATS = ("target", "other_class", "pred")
+# Per-row statistics computed by the recorder, in the order they are stacked. ``correct`` and ``tokens``
+# came with version 2 (sequence rows): a classification row has correct = (pred == target) and tokens = 1.
+FLOAT_STATS = ("loss", "margin", "target_logit", "other_logit", "prob", "el2n", "correct")
+INT_STATS = ("target", "other_class", "pred", "tokens")
+NO_CLASS = -1  # target, pred and other_class of a sequence row (its tokens have their own)
 
 LOGITS_MODES = ("none", "topk", "full")
 LOGITS_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
@@ -75,6 +77,8 @@ def records_schema(
         pa.field("prob", pa.float32(), nullable=False),
         pa.field("pred", pa.int32(), nullable=False),
         pa.field("el2n", pa.float32(), nullable=False),
+        pa.field("correct", pa.float32(), nullable=False),
+        pa.field("tokens", pa.int32(), nullable=False),
         pa.field("attempt", pa.int32(), nullable=False),
         pa.field("rank", pa.int32(), nullable=False),
     ]

@@ -30,7 +30,7 @@ def test_records_columns_and_types(small_run) -> None:
         "sample_id": pa.int64(), "step": pa.int64(), "target": pa.int32(), "loss": pa.float32(),
         "margin": pa.float32(), "target_logit": pa.float32(), "other_logit": pa.float32(),
         "other_class": pa.int32(), "prob": pa.float32(), "pred": pa.int32(), "el2n": pa.float32(),
-        "attempt": pa.int32(), "rank": pa.int32(),
+        "correct": pa.float32(), "tokens": pa.int32(), "attempt": pa.int32(), "rank": pa.int32(),
     }
     assert {f.name: f.type for f in schema} == expected
     assert "split" not in schema.names and "epoch" not in schema.names  # hive keys live in the path
@@ -52,6 +52,8 @@ def test_rows_hold_what_was_logged(small_run) -> None:
     # last bit (measured: at most 1.6e-7 relative): 2 ulps.
     np.testing.assert_allclose(frame["loss"][order], floats[0].numpy(), rtol=2.4e-7, atol=0)
     np.testing.assert_array_equal(frame["pred"][order], ints[2].numpy())
+    np.testing.assert_array_equal(frame["correct"][order], (ints[2] == targets).float().numpy())
+    assert set(frame["tokens"]) == {1}
     assert set(frame["step"]) == set(range(9)) and set(frame["attempt"]) == {0} and set(frame["rank"]) == {0}
 
 
