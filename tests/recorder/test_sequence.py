@@ -103,7 +103,7 @@ def test_bad_sequence_batches_name_the_argument(tmp_path) -> None:
             rec.log(torch.arange(B), logits, targets, loss=torch.ones(B, T), epoch=0)
         rec.log(torch.arange(B), logits, targets, epoch=0)  # the recorder goes on after refused batches
     with Recorder(tmp_path / "kept", num_classes=V, logits="full") as rec, \
-            pytest.raises(ValueError, match="logits: keeping logits .* is for classification runs"):
+            pytest.raises(ValueError, match=r"logits: keeping logits .* is for classification runs"):
         rec.log(torch.arange(B), logits, targets, epoch=0)
     assert pq.read_table(next((tmp_path / "run" / "records").rglob("*.parquet"))).num_rows == B
 
