@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -73,6 +74,49 @@ def test_ddp_example_with_torchrun(tmp_path) -> None:
     # DistributedSampler pads 1,797 samples to 2 x 899 rows per epoch; every sample is seen
     assert ranks["rank"].to_list() == [0, 1] and ranks["epochs"].to_list() == [2, 2]
     assert ranks["n"].to_list() == [899 * 2, 899 * 2] and samples == 1797
+
+
+def test_hf_text_classification_finds_the_flipped_labels(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    printed = run_example(sys.executable, str(EXAMPLES / "hf_text_classification.py"), "--out", str(tmp_path / "run"),
+                          "--epochs", "4", "--examples", "200", "--accumulation", "2")
+    found, flipped = map(int, re.search(r"(\d+) of the (\d+) lowest-AUM examples", printed).groups())
+    assert flipped == 40 and found >= 32  # measured: 40 of 40 at these settings
+    with analytics.open_run(tmp_path / "run") as run:
+        assert run.sql("SELECT count(*) AS n FROM records")["n"][0] == 4 * 200
+
+
+def test_hf_text_classification_under_torchrun_records_both_ranks_once(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this interpreter")
+    run_example(str(torchrun), "--standalone", "--nproc_per_node", "2", str(EXAMPLES / "hf_text_classification.py"),
+                "--out", str(tmp_path / "run"), "--epochs", "2", "--examples", "96")
+    with analytics.open_run(tmp_path / "run") as run:
+        counts = run.sql("SELECT epoch, rank, count(*) AS n FROM records GROUP BY epoch, rank ORDER BY epoch, rank")
+        samples = run.sql("SELECT epoch, count(DISTINCT sample_id) AS n FROM records GROUP BY epoch ORDER BY epoch")
+    assert counts.rows() == [(0, 0, 48), (0, 1, 48), (1, 0, 48), (1, 1, 48)]  # 96 = 2 ranks x 48: no padding
+    assert samples["n"].to_list() == [96, 96]
+
+
+def test_hf_causal_lm_finds_the_random_sequences_by_aul(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    printed = run_example(sys.executable, str(EXAMPLES / "hf_causal_lm.py"), "--out", str(tmp_path / "run"),
+                          "--epochs", "3", "--examples", "200")
+    found, noise = map(int, re.search(r"(\d+) of the (\d+) highest-AUL examples", printed).groups())
+    assert noise == 20 and found >= 16  # measured: 20 of 20 at these settings
+
+
+def test_lightning_digits_records_every_sample_every_epoch(tmp_path) -> None:
+    pytest.importorskip("lightning")
+    printed = run_example(sys.executable, str(EXAMPLES / "lightning_digits.py"), "--out", str(tmp_path / "run"),
+                          "--epochs", "2")
+    assert "forgetting_events" in printed
+    with analytics.open_run(tmp_path / "run") as run:
+        counts = run.sql("SELECT epoch, count(DISTINCT sample_id) AS n, count(*) AS rows FROM records "
+                         "GROUP BY epoch ORDER BY epoch")
+    assert counts.rows() == [(0, 1797, 1797), (1, 1797, 1797)]
 
 
 def test_aum_dropin_csv_equals_the_recorded_run(tmp_path) -> None:

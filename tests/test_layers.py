@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # import name -> folder (pyproject.toml's package-dir)
 PACKAGES = {"tdlog": ROOT / "tdlog", "tdlog.recorder": ROOT / "recorder", "tdlog.analytics": ROOT / "analytics"}
-HEAVY = ("torch", "sklearn", "faiss", "matplotlib", "pyspark")
+HEAVY = ("torch", "sklearn", "faiss", "matplotlib", "pyspark", "transformers", "lightning")
 
 
 def loaded_after(statement: str) -> list[str]:
@@ -29,8 +29,9 @@ def test_the_engine_and_the_cli_load_no_torch_sklearn_faiss_matplotlib(statement
     assert loaded_after(statement) == []
 
 
-def test_the_recorder_loads_torch_and_nothing_of_the_engine() -> None:
+def test_the_recorder_loads_torch_and_no_framework_nor_engine() -> None:
     assert loaded_after("import tdlog.recorder") == ["torch"]
+    assert loaded_after("import tdlog.recorder.integrations") == ["torch"]
 
 
 def module_imports() -> dict[str, set[str]]:

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tdlog.recorder import Recorder
+from tdlog.recorder import FORMAT_VERSION, Recorder
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_not_a_run_and_newer_format(tmp_path) -> None:
     with pytest.raises(ValueError, match="not a tdlog run"):
         Recorder(tmp_path / "other", num_classes=3)
     (tmp_path / "other" / "run.json").write_text(json.dumps({"format": "tdlog", "format_version": 99}))
-    with pytest.raises(ValueError, match="format version 99, this tdlog reads up to 1"):
+    with pytest.raises(ValueError, match=f"format version 99, this tdlog reads up to {FORMAT_VERSION}"):
         Recorder(tmp_path / "other", num_classes=3)
 
 

@@ -1,0 +1,146 @@
+"""Integrations' cost: attach() on a Hugging Face Trainer step, and sequence log() on token logits.
+
+Measured in one process, interleaved and repeated, reported as medians and ratios (machines are noisy):
+
+1. a small BERT-style classifier (4 layers, hidden 256, sequence 128, batch 16) built from a config, on
+   the CPU: seconds per Trainer step with and without ``attach`` (blocks of ``--steps`` steps in ABBA
+   order, the recorded block including the recorder's final flush);
+2. sequence statistics on ``[B, T, V]`` logits (V = 32,000): ``tdlog.recorder.sequence.sequence_statistics``
+   against ``torch.nn.functional.cross_entropy`` on the same logits (the model's own loss), and the peak
+   extra memory of each (``ru_maxrss`` of a fresh process).
+
+Usage: python benchmarks/integrations.py [--pairs 3] [--steps 10] [--out benchmarks/results/integrations.json]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SEQUENCE, BATCH, VOCABULARY = 128, 16, 32_000
+TOKENS = (4, 256)  # the [B, T] of the sequence-statistics measurement
+
+
+def trainer_block(run_dir: Path | None, steps: int, seed: int) -> float:
+    """Seconds per step of ``steps`` Trainer steps (after one warm-up step), recorded when ``run_dir``."""
+    from datasets import Dataset
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+
+    from tdlog.recorder.integrations.huggingface import add_sample_ids, attach
+
+    rng = np.random.default_rng(seed)
+    examples = BATCH * (steps + 1)
+    tokens = rng.integers(0, 1000, size=(examples, SEQUENCE))
+    data = add_sample_ids(Dataset.from_dict({"input_ids": tokens.tolist(), "labels": (tokens[:, 0] % 2).tolist()}))
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(BertConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=4,
+                                                     num_attention_heads=4, intermediate_size=1024,
+                                                     max_position_embeddings=SEQUENCE, num_labels=2))
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            times.append(time.perf_counter())
+
+        def on_train_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(output_dir=out, num_train_epochs=1, per_device_train_batch_size=BATCH,
+                                 save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=seed)
+        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[Clock()])
+        recorder = attach(trainer, run_dir) if run_dir is not None else None
+        trainer.train()
+        if recorder is not None:
+            recorder.close()
+            times[-1] = time.perf_counter()  # the block pays for committing its rows
+    return (times[-1] - times[1]) / steps  # from the second step: the first warms up
+
+
+def sequence_memory(kind: str) -> float:
+    """Peak RSS growth (MiB) of one sequence-statistics or cross-entropy pass, in a fresh process."""
+    code = (
+        "import resource, torch, torch.nn.functional as F\n"
+        "from tdlog.recorder.sequence import sequence_statistics\n"
+        f"B, T, V = {TOKENS[0]}, {TOKENS[1]}, {VOCABULARY}\n"
+        "logits = torch.randn(B, T, V); targets = torch.randint(0, V, (B, T))\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        + ("sequence_statistics(logits, targets)\n" if kind == "tdlog" else
+           "F.cross_entropy(logits.view(-1, V), targets.view(-1))\n")
+        + "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(result.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=3, help="ABBA pairs of Trainer blocks")
+    parser.add_argument("--steps", type=int, default=10, help="Trainer steps per block")
+    parser.add_argument("--repeats", type=int, default=7, help="sequence-statistics repeats")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/integrations.json"))
+    args = parser.parse_args()
+    from tdlog.recorder.sequence import sequence_statistics
+
+    plain, recorded = [], []
+    with tempfile.TemporaryDirectory() as runs:
+        for pair in range(args.pairs):
+            order = (False, True) if pair % 2 == 0 else (True, False)
+            for logged in order:
+                seconds = trainer_block(Path(runs) / f"run{pair}" if logged else None, args.steps, pair)
+                (recorded if logged else plain).append(seconds)
+    step_plain, step_recorded = statistics.median(plain), statistics.median(recorded)
+
+    logits = torch.randn(*TOKENS, VOCABULARY)
+    targets = torch.randint(0, VOCABULARY, TOKENS)
+    ours, theirs = [], []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        sequence_statistics(logits, targets)
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        F.cross_entropy(logits.view(-1, VOCABULARY), targets.view(-1))
+        theirs.append(time.perf_counter() - start)
+    memory = {kind: sequence_memory(kind) for kind in ("tdlog", "cross_entropy")}
+    result = {
+        "machine": platform.machine(), "torch_threads": torch.get_num_threads(),
+        "trainer_step_s": {"plain": step_plain, "attached": step_recorded,
+                           "overhead_percent": 100 * (step_recorded / step_plain - 1), "blocks": [plain, recorded]},
+        "sequence": {"shape": [*TOKENS, VOCABULARY], "tdlog_s": statistics.median(ours),
+                     "cross_entropy_s": statistics.median(theirs),
+                     "ratio": statistics.median(ours) / statistics.median(theirs),
+                     "peak_extra_mib": memory},
+    }
+    rows = [
+        ("Trainer step, BERT 4x256, seq 128, batch 16 (s, median)", f"{step_plain:.3f}"),
+        ("the same with attach() (s, median)", f"{step_recorded:.3f}"),
+        ("attach() overhead", f"{result['trainer_step_s']['overhead_percent']:.1f} %"),
+        (f"sequence_statistics on {TOKENS[0]}x{TOKENS[1]}x{VOCABULARY} (s)", f"{result['sequence']['tdlog_s']:.3f}"),
+        ("F.cross_entropy on the same logits (s)", f"{result['sequence']['cross_entropy_s']:.3f}"),
+        ("ratio", f"{result['sequence']['ratio']:.2f}x"),
+        ("peak extra memory, tdlog / cross_entropy (MiB)", f"{memory['tdlog']:.0f} / {memory['cross_entropy']:.0f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:>10}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
