@@ -6,8 +6,9 @@ Measured in one process, interleaved and repeated, reported as medians and ratio
    the CPU: seconds per Trainer step with and without ``attach`` (blocks of ``--steps`` steps in ABBA
    order, the recorded block including the recorder's final flush);
 2. sequence statistics on ``[B, T, V]`` logits (V = 32,000): ``tdlog.recorder.sequence.sequence_statistics``
-   against ``torch.nn.functional.cross_entropy`` on the same logits (the model's own loss), and the peak
-   extra memory of each (``ru_maxrss`` of a fresh process).
+   (with the scratch buffer the Recorder keeps) against ``torch.nn.functional.cross_entropy`` on the same
+   logits (the model's own loss), and the peak extra memory of each (``VmHWM`` of a fresh process, reset
+   before the call).
 
 Usage: python benchmarks/integrations.py [--pairs 3] [--steps 10] [--out benchmarks/results/integrations.json]
 """
@@ -75,13 +76,16 @@ def sequence_memory(kind: str) -> float:
     """Peak RSS growth (MiB) of one sequence-statistics or cross-entropy pass, in a fresh process."""
     code = (
         "import resource, torch, torch.nn.functional as F\n"
-        "from tdlog.recorder.sequence import sequence_statistics\n"
+        "from tdlog.recorder.sequence import CHUNK_VALUES, sequence_statistics\n"
         f"B, T, V = {TOKENS[0]}, {TOKENS[1]}, {VOCABULARY}\n"
-        "logits = torch.randn(B, T, V); targets = torch.randint(0, V, (B, T))\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        + ("sequence_statistics(logits, targets)\n" if kind == "tdlog" else
+        "logits = torch.empty(B, T, V).normal_(); targets = torch.randint(0, V, (B, T))\n"
+        "def kib(field):\n"
+        "    return int(next(l for l in open('/proc/self/status') if l.startswith(field)).split()[1])\n"
+        "open('/proc/self/clear_refs', 'w').write('5')  # reset the peak (VmHWM) to the current RSS\n"
+        "before = kib('VmRSS')\n"
+        + ("sequence_statistics(logits, targets, scratch=torch.empty(CHUNK_VALUES))\n" if kind == "tdlog" else
            "F.cross_entropy(logits.view(-1, V), targets.view(-1))\n")
-        + "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+        + "print((kib('VmHWM') - before) / 1024)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(result.stdout)
@@ -94,7 +98,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="sequence-statistics repeats")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/integrations.json"))
     args = parser.parse_args()
-    from tdlog.recorder.sequence import sequence_statistics
+    from tdlog.recorder.sequence import CHUNK_VALUES, sequence_statistics
 
     plain, recorded = [], []
     with tempfile.TemporaryDirectory() as runs:
@@ -107,10 +111,11 @@ def main() -> None:
 
     logits = torch.randn(*TOKENS, VOCABULARY)
     targets = torch.randint(0, VOCABULARY, TOKENS)
+    scratch = torch.empty(CHUNK_VALUES)  # the Recorder keeps one between calls
     ours, theirs = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        sequence_statistics(logits, targets)
+        sequence_statistics(logits, targets, scratch=scratch)
         ours.append(time.perf_counter() - start)
         start = time.perf_counter()
         F.cross_entropy(logits.view(-1, VOCABULARY), targets.view(-1))

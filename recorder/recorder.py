@@ -20,7 +20,7 @@ from .commit import commit_table
 from .device import DeviceBatches, PendingBatch, device_batch, statistics_batch
 from .remote import RemoteMirror
 from .samples import build_samples_table, drop_already_registered, read_registered
-from .sequence import IGNORE_INDEX, sequence_statistics
+from .sequence import CHUNK_VALUES, IGNORE_INDEX, sequence_statistics
 from .staging import HostChunk
 from .validate import (
     check_epoch,
@@ -156,6 +156,7 @@ class Recorder:
         self._handover_seconds = flush_seconds / 2
         self._chunk_capacity = chunk_capacity(self._coalesce_rows, self.num_outputs)
         self._samples_seq = 0
+        self._scratch: torch.Tensor | None = None  # sequence statistics' float32 buffer
         self._step = 0
         self._nonfinite_seen = 0
         self._nonfinite_warned = 0
@@ -240,10 +241,19 @@ class Recorder:
         bad = ((scored < 0) & (scored != IGNORE_INDEX)) | (scored >= self.num_outputs)
         if not logits.is_cuda and bool(bad.any()):
             check_target_range("targets", int(scored[bad].min()), int(scored[bad].max()), self.num_outputs)
-        floats, ints = sequence_statistics(logits, targets, loss, shift=shift)
+        floats, ints = sequence_statistics(logits, targets, loss, shift=shift, scratch=self._scratch_for(logits))
         shown = scored.masked_fill(scored == IGNORE_INDEX, 0).reshape(-1)  # for the writer's error message
         self._stage_device(statistics_batch(ids, shown, floats, ints, (), bad.any(), epoch=epoch, split=split,
                                             step=step), batch_size)
+
+    def _scratch_for(self, logits: torch.Tensor) -> torch.Tensor:
+        """The float32 buffer sequence statistics are computed in, kept between calls (at most
+        ``CHUNK_VALUES`` values), on the logits' device."""
+        size = min(CHUNK_VALUES, logits.numel())
+        scratch = self._scratch
+        if scratch is None or scratch.device != logits.device or scratch.numel() < size:
+            scratch = self._scratch = torch.empty(size, dtype=torch.float32, device=logits.device)
+        return scratch
 
     def _next_step(self, step: int | None, epoch: int) -> int:
         """The step of this ``log()`` call (default: a counter of calls); the first call of an attempt sets

@@ -8,8 +8,8 @@ whose argmax is the target), ``tokens`` = the count; ``target``, ``pred`` and ``
 ``NO_CLASS`` (-1). With ``shift=True`` (causal language models) token ``t`` is scored against target
 ``t + 1``, as the models' own loss does.
 
-Memory: the token statistics are computed ``chunk_values`` logits at a time (one float32 scratch copy of a
-slice of the sequence), so the extra memory is bounded whatever ``B x T x V``.
+Memory: the token statistics are computed ``chunk_values`` logits at a time (one float32 softmax of a slice
+of the sequence), so the extra memory is bounded whatever ``B x T x V``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def sequence_statistics(
     shift: bool = False,
     ignore_index: int = IGNORE_INDEX,
     chunk_values: int = CHUNK_VALUES,
+    scratch: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(floats [7, B] float32, ints [4, B] int32)`` in the order of ``FLOAT_STATS`` / ``INT_STATS`` for
     token logits ``[B, T, V]`` and targets ``[B, T]``. Per example, over its tokens ``t`` with
@@ -38,19 +39,24 @@ def sequence_statistics(
     per-example ``loss``), ``margin = (1/n) sum_t (z_{t,y_t} - max_{j != y_t} z_{t,j})``, likewise
     ``target_logit``, ``other_logit``, ``prob``, ``el2n``; ``correct = (1/n) #{t: argmax_j z_{t,j} = y_t}``;
     ``tokens = n``. An example with no counted token gets NaN statistics and ``tokens = 0``. Targets
-    outside ``[0, V)`` (other than ``ignore_index``) are clamped; the caller refuses such a batch."""
-    if shift:
-        logits, targets = logits[:, :-1], targets[:, 1:]
+    outside ``[0, V)`` (other than ``ignore_index``) are clamped; the caller refuses such a batch.
+    ``scratch``: a float32 tensor of at least ``min(chunk_values, B * T * V)`` elements on the logits'
+    device, reused across calls (fresh host memory costs page faults on every call: 3x the softmax)."""
+    if shift:  # the targets move, not the logits (a slice of them would be copied): the last token is not scored
+        targets = torch.nn.functional.pad(targets[:, 1:], (0, 1), value=ignore_index)
     batch, length, vocabulary = logits.shape
+    flat_logits, flat_targets = logits.reshape(batch * length, vocabulary), targets.reshape(-1)  # views, usually
+    example = torch.arange(batch, device=logits.device).repeat_interleave(length)
     sums = torch.zeros(7, batch, dtype=torch.float64, device=logits.device)
-    step = max(1, chunk_values // max(1, batch * vocabulary))
-    for start in range(0, length, step):
-        y = targets[:, start:start + step]
-        counted = (y != ignore_index)
-        token_floats, correct = _token_statistics(logits[:, start:start + step], y.clamp(0, vocabulary - 1))
-        weights = counted.to(torch.float64)
-        sums[:6] += (token_floats.to(torch.float64) * weights).sum(2)
-        sums[6] += (correct.to(torch.float64) * weights).sum(1)
+    rows = max(1, min(chunk_values, scratch.numel() if scratch is not None else chunk_values) // vocabulary)
+    for start in range(0, batch * length, rows):
+        y = flat_targets[start:start + rows]
+        chunk = flat_logits[start:start + rows]
+        out = scratch[:chunk.numel()].view(chunk.shape) if scratch is not None else None
+        token_floats, correct = _token_statistics(chunk, y.clamp(0, vocabulary - 1), out)
+        counted = (y != ignore_index).to(torch.float64)
+        sums.index_add_(1, example[start:start + rows], torch.cat([token_floats.to(torch.float64),
+                                                                   correct.to(torch.float64).unsqueeze(0)]) * counted)
     tokens = (targets != ignore_index).sum(1)
     means = torch.where(tokens > 0, sums / tokens.clamp_min(1), float("nan")).to(torch.float32)
     if loss is not None:
@@ -60,24 +66,30 @@ def sequence_statistics(
     return means, ints
 
 
-def _token_statistics(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[6, B, t]`` token statistics (cross-entropy, margin, target and other logit, prob, el2n) and the
-    ``[B, t]`` correctness of logits ``[B, t, V]``, from one float32 copy with the target set to ``-inf``
-    (the formulas of :func:`tdlog.recorder.stats.batch_statistics`)."""
-    masked = logits.detach().to(torch.float32, copy=True)
-    index = y.unsqueeze(2)
-    target_logit = masked.gather(2, index).squeeze(2)
-    masked.scatter_(2, index, float("-inf"))
-    other_logit, other_class = masked.max(2)
-    top = torch.maximum(target_logit, other_logit)
-    others_exp = masked.sub_(top.unsqueeze(2)).exp_()
-    others_sum = others_exp.sum(2)
-    others_norm = torch.linalg.vector_norm(others_exp, dim=2)
-    target_exp = torch.exp(target_logit - top)
-    total = others_sum + target_exp
-    target_is_top = target_logit >= other_logit
-    cross_entropy = torch.where(target_is_top, torch.log1p(others_sum), (top - target_logit) + torch.log(total))
-    floats = torch.stack([cross_entropy, target_logit - other_logit, target_logit, other_logit, target_exp / total,
-                          torch.hypot(others_sum, others_norm) / total])
-    correct = target_is_top & ((target_logit > other_logit) | (y < other_class))
+def _token_statistics(logits: torch.Tensor, y: torch.Tensor,
+                      out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[6, n]`` token statistics (cross-entropy, margin, target and other logit, prob, el2n) and the
+    ``[n]`` correctness of logits ``[n, V]``, from one float32 softmax ``p`` (written into ``out`` when
+    given) with the target's entry then zeroed: ``q = sum_{j != y} p_j`` is ``1 - p_y`` without
+    cancellation, ``o`` = the largest other class. Cross-entropy is ``-log1p(-q)`` when ``p_y > 1/2`` and
+    ``-(z_y - z_o) - log p_o`` otherwise (``log Z = z_o - log p_o``: exact however small ``p_y`` is),
+    ``el2n = hypot(q, ||p_{j != y}||)``."""
+    logits = logits.detach()
+    if logits.dtype != torch.float32:
+        logits_f32 = out.copy_(logits) if out is not None else logits.float()
+        p = torch.softmax(logits_f32, dim=1, out=out) if out is not None else torch.softmax(logits_f32, dim=1)
+    else:
+        p = torch.softmax(logits, dim=1, out=out) if out is not None else torch.softmax(logits, dim=1)
+    index = y.unsqueeze(1)
+    prob = p.gather(1, index).squeeze(1)
+    p.scatter_(1, index, 0.0)
+    other_prob, other_class = p.max(1)
+    others = p.sum(1)
+    others_norm = torch.linalg.vector_norm(p, dim=1)
+    target_logit = logits.gather(1, index).squeeze(1).float()
+    other_logit = logits.gather(1, other_class.unsqueeze(1)).squeeze(1).float()
+    margin = target_logit - other_logit
+    cross_entropy = torch.where(prob > 0.5, -torch.log1p(-others), -margin - torch.log(other_prob))
+    floats = torch.stack([cross_entropy, margin, target_logit, other_logit, prob, torch.hypot(others, others_norm)])
+    correct = (margin > 0) | ((margin == 0) & (y < other_class))
     return floats, correct

@@ -46,9 +46,11 @@ def reference(logits: torch.Tensor, targets: torch.Tensor, *, shift: bool = Fals
 
 @pytest.mark.parametrize("shift", [False, True])
 @pytest.mark.parametrize("chunk_values", [1 << 24, 2 * V * B])  # one pass, and two tokens at a time
-def test_each_example_gets_the_mean_of_its_token_statistics(shift, chunk_values) -> None:
+@pytest.mark.parametrize("scratch", [False, True])
+def test_each_example_gets_the_mean_of_its_token_statistics(shift, chunk_values, scratch) -> None:
     logits, targets = token_batch()
-    floats, ints = sequence_statistics(logits, targets, shift=shift, chunk_values=chunk_values)
+    buffer = torch.full((B * T * V,), float("nan")) if scratch else None  # stale contents must not matter
+    floats, ints = sequence_statistics(logits, targets, shift=shift, chunk_values=chunk_values, scratch=buffer)
     expected = reference(logits, targets, shift=shift)
     # float32 token statistics averaged in float64: within a few float32 ulps of the float64 reference
     for index, name in enumerate(("loss", "margin", "target_logit", "other_logit", "prob", "el2n")):
@@ -58,12 +60,38 @@ def test_each_example_gets_the_mean_of_its_token_statistics(shift, chunk_values)
     assert (ints[:3] == -1).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_logits_give_the_statistics_of_their_float32_values(dtype) -> None:
+    logits, targets = token_batch(2)
+    half = logits.to(dtype)
+    scratch = torch.empty(B * T * V)
+    for buffer in (None, scratch):
+        floats, ints = sequence_statistics(half, targets, shift=True, scratch=buffer)
+        expected_floats, expected_ints = sequence_statistics(half.float(), targets, shift=True)
+        torch.testing.assert_close(floats, expected_floats, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(ints, expected_ints)
+
+
 def test_the_loss_is_what_a_language_model_reports_for_that_example_alone() -> None:
     logits, targets = token_batch(1)
     floats, _ = sequence_statistics(logits, targets, shift=True)
     for example in range(B):  # the Hugging Face causal-LM loss: shift, ignore -100, mean over tokens
         own = F.cross_entropy(logits[example, :-1], targets[example, 1:], ignore_index=-100)
         assert floats[0, example].item() == pytest.approx(own.item(), rel=1e-6)
+
+
+def test_confident_and_hopeless_tokens_keep_their_precision() -> None:
+    """A target at p = 1 - 1e-6 (cross-entropy 1e-6: no cancellation in 1 - p) and one 120 below the top
+    logit (p underflows float32: the cross-entropy stays finite and exact)."""
+    logits = torch.zeros(2, 1, V)
+    logits[0, 0, 3] = 16.3  # log((V - 1) / 1e-6) ~ 16.3: p_3 ~ 1 - 1e-6
+    logits[1, 0, 0] = 120.0
+    targets = torch.tensor([[3], [5]])
+    floats, _ = sequence_statistics(logits, targets)
+    expected = reference(logits, targets)
+    np.testing.assert_allclose(floats[0].numpy(), expected["loss"], rtol=1e-5)
+    np.testing.assert_allclose(floats[5].numpy(), expected["el2n"], rtol=1e-5)
+    assert floats[0, 1].item() == pytest.approx(120.0, rel=1e-6)
 
 
 def test_an_example_without_counted_tokens_is_nan_with_zero_tokens() -> None:
