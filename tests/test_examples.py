@@ -119,6 +119,17 @@ def test_lightning_digits_records_every_sample_every_epoch(tmp_path) -> None:
     assert counts.rows() == [(0, 1797, 1797), (1, 1797, 1797)]
 
 
+def test_lightning_digits_under_ddp_records_both_ranks(tmp_path) -> None:
+    pytest.importorskip("lightning")
+    run_example(sys.executable, str(EXAMPLES / "lightning_digits.py"), "--out", str(tmp_path / "run"), "--epochs", "1",
+                "--devices", "2")
+    with analytics.open_run(tmp_path / "run") as run:
+        ranks = run.sql("SELECT rank, count(*) AS n FROM records GROUP BY rank ORDER BY rank")
+        samples = run.sql("SELECT count(DISTINCT sample_id) AS n FROM records")["n"][0]
+    # Lightning's DistributedSampler pads 1,797 samples to 2 x 899; every sample is seen
+    assert ranks.rows() == [(0, 899), (1, 899)] and samples == 1797
+
+
 def test_aum_dropin_csv_equals_the_recorded_run(tmp_path) -> None:
     run_example(sys.executable, str(EXAMPLES / "aum_dropin.py"), "--out", str(tmp_path / "aum"), "--epochs", "2")
     assert main(["export", str(tmp_path / "aum" / "tdlog"), "--aum-csv", str(tmp_path / "export")]) == 0
