@@ -28,7 +28,6 @@ from .validate import (
     check_logits,
     check_loss,
     check_sequence_logits,
-    check_sequence_targets,
     check_split,
     check_target_range,
     check_targets,
@@ -204,7 +203,7 @@ class Recorder:
             return
         check_logits(logits, self.num_outputs)
         batch_size = logits.shape[0]
-        check_targets(targets, batch_size, logits.device)
+        check_targets(targets, (batch_size,), logits.device)
         check_loss(loss, batch_size)
         epoch = check_epoch(epoch)
         split = self.default_split if split is None else check_split(split)
@@ -231,7 +230,7 @@ class Recorder:
             raise ValueError(f"logits: keeping logits ({self._writer_options['logits']!r}) is for classification "
                              "runs; token logits [B, T, V] are reduced to one row per example (use logits='none')")
         batch_size = logits.shape[0]
-        check_sequence_targets(targets, tuple(logits.shape[:2]), logits.device)
+        check_targets(targets, tuple(logits.shape[:2]), logits.device)
         check_loss(loss, batch_size)
         epoch = check_epoch(epoch)
         split = self.default_split if split is None else check_split(split)

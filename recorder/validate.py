@@ -27,17 +27,16 @@ def check_logits(logits: Any, num_outputs: int) -> None:
         raise TypeError(f"logits: expected a floating-point tensor, got dtype {logits.dtype}")
 
 
-def check_targets(targets: Any, batch_size: int, device: torch.device) -> None:
+def check_targets(targets: Any, shape: tuple[int, ...], device: torch.device) -> None:
+    """``targets``: integer class indices (token ids) of ``shape`` (``(B,)``, or ``(B, T)`` for token logits)."""
     if not isinstance(targets, torch.Tensor):
         raise TypeError(f"targets: expected a torch.Tensor of class indices, got {type(targets).__name__}")
     if targets.device != device:
         raise ValueError(f"targets: expected a tensor on the logits' device {device}, got {targets.device}")
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise TypeError(f"targets: expected an integer tensor of class indices, got dtype {targets.dtype}")
-    if targets.dim() != 1 or targets.shape[0] != batch_size:
-        raise ValueError(
-            f"targets: expected shape ({batch_size},) to match logits, got {tuple(targets.shape)}"
-        )
+    if tuple(targets.shape) != shape:
+        raise ValueError(f"targets: expected shape {shape} to match logits, got {tuple(targets.shape)}")
 
 
 def check_sequence_logits(logits: torch.Tensor, num_outputs: int) -> None:
@@ -46,17 +45,6 @@ def check_sequence_logits(logits: torch.Tensor, num_outputs: int) -> None:
                          f"outputs), got shape {tuple(logits.shape)}")
     if not logits.is_floating_point():
         raise TypeError(f"logits: expected a floating-point tensor, got dtype {logits.dtype}")
-
-
-def check_sequence_targets(targets: Any, shape: tuple[int, int], device: torch.device) -> None:
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"targets: expected a torch.Tensor of token ids, got {type(targets).__name__}")
-    if targets.device != device:
-        raise ValueError(f"targets: expected a tensor on the logits' device {device}, got {targets.device}")
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise TypeError(f"targets: expected an integer tensor of token ids, got dtype {targets.dtype}")
-    if tuple(targets.shape) != shape:
-        raise ValueError(f"targets: expected shape {shape} to match the token logits, got {tuple(targets.shape)}")
 
 
 def check_loss(loss: Any, batch_size: int) -> None:

@@ -121,7 +121,7 @@ def test_a_sequence_run_is_scored_per_example_by_every_engine_query(tmp_path) ->
 def test_bad_sequence_batches_name_the_argument(tmp_path) -> None:
     logits, targets = token_batch()
     with Recorder(tmp_path / "run", num_classes=V) as rec:
-        with pytest.raises(ValueError, match=r"targets: expected shape \(5, 9\) to match the token logits"):
+        with pytest.raises(ValueError, match=r"targets: expected shape \(5, 9\) to match logits"):
             rec.log(torch.arange(B), logits, targets[:, :4], epoch=0)
         with pytest.raises(ValueError, match=r"targets: expected class indices in \[0, 13\), got 13"):
             rec.log(torch.arange(B), logits, targets.masked_fill(targets == 3, V), epoch=0)
