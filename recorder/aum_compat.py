@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import tempfile
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,16 @@ class AUMCalculator:
     """Area Under the Margin, with the ``aum`` package's API, recording a tdlog run as it goes.
 
     Args:
-        save_dir: where ``finalize`` writes ``aum_values.csv`` (and ``full_aum_records.csv``).
+        save_dir: where ``finalize`` writes ``aum_values.csv`` (and ``full_aum_records.csv``); None to give
+            the folder to ``finalize(save_dir=...)`` instead, as ``aum`` allows.
         compressed: if False, keep every per-update record and write ``full_aum_records.csv``.
-        run_dir: tdlog run directory (default ``save_dir/tdlog``). Epoch ``k`` of a sample is its
-            ``k``-th update (an epoch-based loop sees each sample once per epoch).
+        run_dir: tdlog run directory (default ``save_dir/tdlog``, or a new temporary folder when
+            ``save_dir`` is None). Epoch ``k`` of a sample is its ``k``-th update (an epoch-based loop sees
+            each sample once per epoch).
         **recorder_options: passed to :class:`tdlog.recorder.Recorder`.
     """
 
-    def __init__(self, save_dir: str, compressed: bool = True, *, run_dir: str | None = None,
+    def __init__(self, save_dir: str | None, compressed: bool = True, *, run_dir: str | None = None,
                  **recorder_options: Any) -> None:
         self.save_dir = save_dir
         self.compressed = compressed
@@ -89,7 +92,9 @@ class AUMCalculator:
         self.sums: dict[SampleId, float] = {}
         if not compressed:
             self.records: list[AUMRecord] = []
-        self.run_dir = Path(run_dir) if run_dir is not None else Path(save_dir) / "tdlog"
+        if run_dir is None:
+            run_dir = Path(save_dir) / "tdlog" if save_dir is not None else tempfile.mkdtemp(prefix="tdlog-aum-")
+        self.run_dir = Path(run_dir)
         self._recorder_options = recorder_options
         self.recorder: Recorder | None = None
 
@@ -133,6 +138,9 @@ class AUMCalculator:
         """Write ``aum_values.csv`` (sample_id, aum; descending AUM) and, when not compressed,
         ``full_aum_records.csv`` (every record, by sample_id then num_measurements); commit the run."""
         save_dir = save_dir or self.save_dir
+        if save_dir is None:
+            raise ValueError("save_dir: expected a folder, in finalize(save_dir=...) or AUMCalculator(save_dir=...), "
+                             "got None for both")
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         ids = list(self.counts)
         write_aum_values(save_dir, ids, np.array([self.sums[i] / self.counts[i] for i in ids], dtype=np.float64))

@@ -48,3 +48,6 @@ def write_run(
 def small_run(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     path = tmp_path / "run"
     return path, write_run(path)
+
+
+collect_ignore = ["recorder/aum_upstream"]  # the aum package's own tests: run by test_aum_compat.py

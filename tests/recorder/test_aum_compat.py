@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import aum
 import pytest
@@ -58,3 +63,26 @@ def test_writes_a_run_the_engine_reads(tmp_path) -> None:
     assert got.keys() == expected.keys()
     for sample_id, value in expected.items():  # one observation per epoch: same mean, float32 storage
         assert got[sample_id] == pytest.approx(value, rel=1e-6, abs=1e-6)
+
+
+def test_the_aum_packages_own_test_suite_passes_against_the_drop_in(tmp_path) -> None:
+    """asappresearch/aum's test/test_aum.py, unchanged, with ``aum`` resolving to tdlog's drop-in."""
+    upstream = Path(__file__).parent / "aum_upstream" / "test_aum.py"
+    shim = tmp_path / "shim"
+    (shim / "aum").mkdir(parents=True)
+    (shim / "aum" / "__init__.py").write_text("from tdlog.recorder import AUMCalculator, AUMRecord  # noqa: F401\n")
+    shutil.copy(upstream, tmp_path / "test_aum.py")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
+                             str(tmp_path), str(tmp_path / "test_aum.py")], capture_output=True, text=True,
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(shim)}, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout
+
+
+def test_finalize_needs_a_folder_from_somewhere(tmp_path) -> None:
+    calculator = AUMCalculator(save_dir=None)
+    calculator.update(torch.tensor([[1.0, 2.0]]), torch.tensor([0]), [0])
+    with pytest.raises(ValueError, match="save_dir: expected a folder"):
+        calculator.finalize()
+    calculator.finalize(save_dir=str(tmp_path / "late"))
+    assert (tmp_path / "late" / "aum_values.csv").read_text() == "sample_id,aum\n0,-1.0\n"
