@@ -18,14 +18,21 @@ if TYPE_CHECKING:
     from .store import RunSnapshot
 
 
+READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
 class DuckDBEngine:
-    """Implements :class:`tdlog.analytics.engine.Engine` with DuckDB.
+    """Implements :class:`tdlog.analytics.engine.Engine` with DuckDB, read-only.
 
     Without ``connection`` it opens an in-memory database bounded by ``threads`` and ``memory_limit``
     (e.g. ``"4GB"``), spilling to ``temp_directory`` (default: ``tdlog-duckdb`` in the system temp folder),
-    with DuckDB's progress bar when ``progress`` (default: when stderr is a terminal). With ``connection``
-    (yours) the views live in a cursor of it: they see your tables, you keep your connection, and another
-    run opened on the same connection has views of its own.
+    with DuckDB's progress bar when ``progress`` (default: when stderr is a terminal). That database can
+    open files in ``allowed_directories`` only (the run's folder and the temp folder: no other file, no
+    ``ATTACH``, no extension install), and its configuration is locked. With ``connection`` (yours) the views
+    live in a cursor of it: they see your tables, you keep your connection (and its settings), and another
+    run opened on the same connection has views of its own. Either way :meth:`sql` and :meth:`frame` run one
+    ``SELECT`` (or ``EXPLAIN``) per call: ``COPY``, ``INSERT``, ``CREATE``, ``SET``, ``ATTACH``, ... raise
+    ``ValueError``.
     """
 
     dialect = "duckdb"
@@ -34,6 +41,7 @@ class DuckDBEngine:
         self,
         connection: duckdb.DuckDBPyConnection | None = None,
         *,
+        allowed_directories: list[str | os.PathLike] = (),
         threads: int | None = None,
         memory_limit: str | None = None,
         temp_directory: str | os.PathLike | None = None,
@@ -42,8 +50,8 @@ class DuckDBEngine:
         if connection is not None:
             self.connection = connection.cursor()
         else:
-            config: dict[str, Any] = {
-                "temp_directory": str(temp_directory or Path(tempfile.gettempdir()) / "tdlog-duckdb")}
+            temp = Path(temp_directory or Path(tempfile.gettempdir()) / "tdlog-duckdb").resolve()
+            config: dict[str, Any] = {"temp_directory": str(temp)}
             if threads is not None:
                 config["threads"] = threads
             if memory_limit is not None:
@@ -51,6 +59,10 @@ class DuckDBEngine:
             self.connection = duckdb.connect(":memory:", config=config)
             show = sys.stderr.isatty() if progress is None else progress
             self.connection.execute(f"SET enable_progress_bar = {'true' if show else 'false'}")
+            folders = [str(Path(folder).resolve()) + "/" for folder in (*allowed_directories, temp)]
+            self.connection.execute("SET allowed_directories = $folders", {"folders": folders})
+            self.connection.execute("SET enable_external_access = false")
+            self.connection.execute("SET lock_configuration = true")
         self.records_paths: list[str] = []  # the committed records files (MAP-D reads their footers)
         self.id_type = "int64"
         self._definitions: dict[str, str] = {}
@@ -81,10 +93,19 @@ class DuckDBEngine:
         return columns
 
     def frame(self, query: str, params: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyRelation:
+        statements = self.connection.extract_statements(query)
+        kinds = [statement.type.name for statement in statements]
+        if len(statements) != 1 or statements[0].type not in READ_ONLY_STATEMENTS:
+            raise ValueError(f"query: expected one read-only statement (SELECT, WITH ... SELECT, EXPLAIN), got "
+                             f"{' + '.join(kinds) or 'none'}; the engine never writes")
         return self.connection.sql(query, params=dict(params or {}))
 
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
         return self.frame(query, params).pl()
+
+    def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        relation = self.frame(query, params)
+        return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
 
     def view_definitions(self) -> str:
         return "\n".join(f"CREATE OR REPLACE VIEW {n} AS {s};" for n, s in self._definitions.items())

@@ -36,6 +36,9 @@ class Engine(Protocol):
         """Run ``query`` (``$name`` parameter markers, values bound, never formatted into the text) and
         collect the result as Polars."""
 
+    def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """A small result as Python rows (no Arrow conversion: what ``tdlog info`` needs, fast)."""
+
     def frame(self, query: str, params: Mapping[str, Any] | None = None) -> Any:
         """The same query, lazy: a ``duckdb.DuckDBPyRelation`` or a Spark ``DataFrame``."""
 

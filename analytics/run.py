@@ -261,16 +261,17 @@ class Run:
     # --- the run itself ------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """Summary of the run: samples, epochs per split, attempts, ranks, non-finite rows, size on disk."""
-        splits = self.query("info")
-        attempts = self.query("attempts").select("attempt", "start_epoch", "world_size")
+        self._refresh()
+        registered = self.engine.rows("SELECT count(*) AS n FROM samples")[0]["n"]
         return {
             "path": self.location,
             "format_version": self.manifest.get("format_version"),
             "num_classes": self.num_classes,
             "sample_id_type": self.manifest.get("sample_id_type"),
-            "registered_samples": self.query("sample_roles").height,
-            "splits": splits.to_dicts(),
-            "attempts": attempts.to_dicts(),
+            "registered_samples": registered,
+            "splits": self.engine.rows(queries.load("info")),
+            "attempts": [{k: a[k] for k in ("attempt", "start_epoch", "world_size")}
+                         for a in self.engine.rows(queries.load("attempts"))],
             "nonfinite_rows": self.manifest.get("nonfinite_rows", 0),
             "size_bytes": sum(self.snapshot.files.sizes.values()),
         }
@@ -331,5 +332,6 @@ def open_run(
     local = sync_run(str(path), cache_dir=cache_dir, filesystem=filesystem) if is_uri(path) else path
     store = RunStore(local)
     snapshot = store.snapshot()  # FileNotFoundError / ValueError before a connection is opened
-    return Run(store, DuckDBEngine(connection, threads=threads, memory_limit=memory_limit,
-                                   temp_directory=temp_directory, progress=progress), snapshot)
+    engine = DuckDBEngine(connection, allowed_directories=[store.local_path], threads=threads,
+                          memory_limit=memory_limit, temp_directory=temp_directory, progress=progress)
+    return Run(store, engine, snapshot)

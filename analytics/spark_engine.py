@@ -33,12 +33,14 @@ if TYPE_CHECKING:
 
     from .store import RunSnapshot
 
-_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
+# string literals, quoted names and comments (left as they are), or a $name parameter marker
+_TOKEN = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|--[^\n]*|/\*.*?\*/|\$([A-Za-z_]\w*)", re.DOTALL)
 
 
 def spark_dialect(query: str) -> str:
-    """``$name`` parameter markers (DuckDB) -> ``:name`` (Spark SQL)."""
-    return _PARAMETER.sub(r":\1", query)
+    """``$name`` parameter markers (DuckDB) -> ``:name`` (Spark SQL); string literals, quoted names and
+    comments are left alone."""
+    return _TOKEN.sub(lambda m: f":{m.group(1)}" if m.group(1) else m.group(0), query)
 
 
 def spark_session(master: str = "local[2]", *, config: Mapping[str, str] | None = None) -> SparkSession:
@@ -115,6 +117,9 @@ class SparkEngine:
 
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
         return to_polars(self.frame(query, params))
+
+    def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return [row.asDict() for row in self.frame(query, params).collect()]
 
     def view_definitions(self) -> str:
         base = self._location

@@ -20,11 +20,22 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow.fs as pafs
+from tdlog.format import (
+    MANIFEST,
+    RunFiles,
+    check_manifest,
+    committed_files,
+    is_uri,
+    list_files,
+    list_local,
+    open_uri,
+    parse_json,
+)
 
-from tdlog.format import MANIFEST, RunFiles, check_manifest, committed_files, is_uri, open_uri, parse_json
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 COPY_CHUNK = 1 << 22
 
@@ -59,29 +70,42 @@ class RunSnapshot:
 
 
 class RunStore:
-    """A run folder read through ``pyarrow.fs``. ``location`` is what engines read (an absolute local
-    path, or the URI without its query string); ``local_path`` is the folder on this machine, if any."""
+    """A run folder: local (read with the standard library) or behind a URI (read through ``pyarrow.fs``,
+    or the given ``filesystem``). ``location`` is what engines read (an absolute local path, or the URI
+    without its query string); ``local_path`` is the folder on this machine, if any."""
 
     def __init__(self, location: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> None:
         text = str(location)
-        if is_uri(text):
-            self.filesystem, self.root = open_uri(text, filesystem)
+        self.filesystem = filesystem
+        if is_uri(text) or filesystem is not None:
+            self.filesystem, self.root = open_uri(text if is_uri(text) else f"file://{text}", filesystem)
             self.location = text.split("?", 1)[0].rstrip("/")
             self.local_path: Path | None = None
         else:
             self.local_path = Path(text.removeprefix("file://")).resolve()
-            self.filesystem = filesystem or pafs.LocalFileSystem()
             self.root = self.location = str(self.local_path)
+
+    def listing(self) -> dict[str, int]:
+        """``{name in the run: size}`` of every file of the run."""
+        if self.filesystem is None:
+            return list_local(self.root)
+        return {name: info.size for name, info in list_files(self.filesystem, self.root).items()}
+
+    def read(self, name: str) -> bytes:
+        """The bytes of the run's file ``name``."""
+        if self.filesystem is None:
+            return Path(self.root, name).read_bytes()
+        with self.filesystem.open_input_stream(f"{self.root}/{name}") as stream:
+            return stream.read()
 
     def read_json(self, name: str) -> dict[str, Any]:
         """The JSON object in the run's file ``name`` (errors name the file)."""
-        with self.filesystem.open_input_stream(f"{self.root}/{name}") as stream:
-            return parse_json(stream.read(), f"{self.location}/{name}")
+        return parse_json(self.read(name), f"{self.location}/{name}")
 
     def snapshot(self) -> RunSnapshot:
         """List the run and read its metadata. ``FileNotFoundError`` when there is no run, ``ValueError``
         when ``run.json`` is not a tdlog run this version reads."""
-        files = committed_files(self.filesystem, self.root, where=self.location)
+        files = committed_files(self.listing(), self.read, where=self.location)
         manifest = self.read_json(MANIFEST)
         check_manifest(manifest, f"{self.location}/{MANIFEST}")
         attempts = tuple(sorted((self.read_json(name) for name in files.attempts), key=lambda a: a["attempt"]))
@@ -96,20 +120,20 @@ def sync_run(uri: str, *, cache_dir: str | os.PathLike | None = None,
     store = RunStore(uri, filesystem)
     local = Path(cache_dir) if cache_dir is not None else (
         Path(tempfile.gettempdir()) / "tdlog-cache" / hashlib.sha1(uri.encode()).hexdigest()[:16])
-    files = committed_files(store.filesystem, store.root, where=store.location)
+    files = committed_files(store.listing(), store.read, where=store.location)
     for name in (MANIFEST, *files.attempts, *files.records, *files.samples):
         target = local / name
         changes = name == MANIFEST or name in files.attempts
         if not changes and target.exists() and target.stat().st_size == files.sizes[name]:
             continue
-        _copy(store.filesystem, f"{store.root}/{name}", target)
+        _copy(store, name, target)
     return local
 
 
-def _copy(filesystem: pafs.FileSystem, source: str, target: Path) -> None:
+def _copy(store: RunStore, name: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    with filesystem.open_input_stream(source) as reader, open(partial, "wb") as writer:
+    with store.filesystem.open_input_stream(f"{store.root}/{name}") as reader, open(partial, "wb") as writer:
         while chunk := reader.read(COPY_CHUNK):
             writer.write(chunk)
     os.replace(partial, target)

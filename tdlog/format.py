@@ -1,7 +1,8 @@
 """The on-disk format, version 2, as code: the contract between ``tdlog.recorder`` (which writes) and
 ``tdlog.analytics`` (which reads). FORMAT.md is the document; this module follows its sections.
 
-It imports pyarrow and the standard library only (no torch): both sides import it.
+It imports the standard library only (pyarrow where a schema or a remote file system is needed; no
+torch): both sides import it, and reading a local run's listing costs no pyarrow import.
 
 ::
 
@@ -20,12 +21,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.fs as pafs
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
 
 FORMAT_NAME = "tdlog"
 FORMAT_VERSION = 2
@@ -38,7 +41,7 @@ STAGING_DIR = "_staging"
 COMMITTED_DIR = "_committed"
 LOCK_FILE = ".lock"
 
-ID_TYPES = {"int64": pa.int64(), "string": pa.string()}
+ID_TYPES = ("int64", "string")  # sample_id: Arrow int64 or string
 
 # Per-row statistics computed by the recorder, in the order they are stacked. ``correct`` and ``tokens``
 # came with version 2 (sequence rows): a classification row has correct = (pred == target) and tokens = 1.
@@ -47,7 +50,7 @@ INT_STATS = ("target", "other_class", "pred", "tokens")
 NO_CLASS = -1  # target, pred and other_class of a sequence row (its tokens have their own)
 
 LOGITS_MODES = ("none", "topk", "full")
-LOGITS_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+LOGITS_DTYPES = ("float16", "float32")
 
 PART_FILE = re.compile(r"^part-a(\d+)-r(\d+)-s(\d+)\.parquet$")
 ATTEMPT_FILE = re.compile(r"^attempt-(\d+)\.json$")
@@ -65,8 +68,10 @@ def records_schema(
     logits_dtype: str = "float16",
 ) -> pa.Schema:
     """Schema of one records file (``split`` and ``epoch`` live in the hive path, not in the file)."""
+    import pyarrow as pa
+
     fields = [
-        pa.field("sample_id", ID_TYPES[id_type], nullable=False),
+        pa.field("sample_id", getattr(pa, id_type)(), nullable=False),
         pa.field("step", pa.int64(), nullable=False),
         pa.field("target", pa.int32(), nullable=False),
         pa.field("loss", pa.float32(), nullable=False),
@@ -83,7 +88,7 @@ def records_schema(
         pa.field("rank", pa.int32(), nullable=False),
     ]
     if logits == "full":
-        fields.append(pa.field("logits", pa.list_(LOGITS_DTYPES[logits_dtype], num_outputs)))
+        fields.append(pa.field("logits", pa.list_(getattr(pa, logits_dtype)(), num_outputs)))
     elif logits == "topk":
         fields.append(pa.field("topk_logits", pa.list_(pa.float32(), topk)))
         fields.append(pa.field("topk_classes", pa.list_(pa.int32(), topk)))
@@ -171,6 +176,8 @@ def open_uri(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.
     options from the query string (``?endpoint_override=host:9000&scheme=http``); ``s3a://`` (Spark's
     scheme) is read as ``s3://``."""
     if filesystem is None:
+        import pyarrow.fs as pafs
+
         filesystem, root = pafs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
     else:
         root = uri.split("?", 1)[0].split("://", 1)[1]
@@ -179,8 +186,25 @@ def open_uri(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.
 
 def list_files(filesystem: pafs.FileSystem, root: str) -> dict[str, pafs.FileInfo]:
     """``{path below root: file info}`` of every file below ``root`` (none if it does not exist)."""
+    import pyarrow.fs as pafs
+
     selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
     return {f.path[len(root) + 1:]: f for f in filesystem.get_file_info(selector) if f.type == pafs.FileType.File}
+
+
+def list_local(root: str | os.PathLike) -> dict[str, int]:
+    """``{path below root: size}`` of every file below the local folder ``root`` (none if it does not exist)."""
+    root = str(root)
+    sizes: dict[str, int] = {}
+    for folder, _, names in os.walk(root):
+        prefix = os.path.relpath(folder, root).replace(os.sep, "/")
+        for name in names:
+            entry = name if prefix == "." else f"{prefix}/{name}"
+            try:
+                sizes[entry] = os.stat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:  # removed while listing (a staging file)
+                continue
+    return sizes
 
 
 # --- what a reader sees (FORMAT.md, "Reader rules") ----------------------------------------------
@@ -194,27 +218,24 @@ class RunFiles:
     sizes: dict[str, int]  # every file of the run, by name: its size in bytes
 
 
-def committed_files(filesystem: pafs.FileSystem, root: str, *, where: str | None = None) -> RunFiles:
-    """Apply the reader rules to the run at ``root``: a records or samples file counts when its name has
-    the write-once form (``records/split=S/epoch=E/part-a…-r…-s….parquet``, ``samples/part-….parquet``)
-    and, in a run that has ``_committed/*.json`` manifests, when one of them lists it. ``_staging/`` and
-    anything else is never read. ``FileNotFoundError`` when there is no ``run.json`` at ``root`` (named
-    ``where`` in errors, e.g. the URI)."""
-    where = where or root
-    files = list_files(filesystem, root)
-    if MANIFEST not in files:
+def committed_files(sizes: dict[str, int], read: Callable[[str], bytes], *, where: str) -> RunFiles:
+    """Apply the reader rules to a run's listing ``{name: size}`` (names relative to its root; ``read(name)``
+    gives a file's bytes): a records or samples file counts when its name has the write-once form
+    (``records/split=S/epoch=E/part-a…-r…-s….parquet``, ``samples/part-….parquet``) and, in a run that has
+    ``_committed/*.json`` manifests, when one of them lists it. ``_staging/`` and anything else is never
+    read. ``FileNotFoundError`` when there is no ``run.json`` (the run named ``where`` in errors)."""
+    if MANIFEST not in sizes:
         raise FileNotFoundError(f"path: no tdlog run at {where} (no {MANIFEST})")
-    manifests = sorted(n for n in files if n.startswith(COMMITTED_DIR + "/") and n.endswith(".json"))
+    manifests = sorted(n for n in sizes if n.startswith(COMMITTED_DIR + "/") and n.endswith(".json"))
     listed: set[str] | None = None
     if manifests:
         listed = set()
         for name in manifests:
-            with filesystem.open_input_stream(files[name].path) as stream:
-                listed.update(parse_json(stream.read(), f"{where}/{name}").get("files", []))
+            listed.update(parse_json(read(name), f"{where}/{name}").get("files", []))
 
     def taken(pattern: re.Pattern) -> tuple[str, ...]:
-        return tuple(sorted(n for n in files if pattern.match(n) and (listed is None or n in listed)))
+        return tuple(sorted(n for n in sizes if pattern.match(n) and (listed is None or n in listed)))
 
-    attempts = tuple(sorted(n for n in files if n.startswith(ATTEMPTS_DIR + "/")
+    attempts = tuple(sorted(n for n in sizes if n.startswith(ATTEMPTS_DIR + "/")
                             and ATTEMPT_FILE.match(n[len(ATTEMPTS_DIR) + 1:])))
-    return RunFiles(taken(RECORDS_FILE), taken(SAMPLES_FILE), attempts, {n: f.size for n, f in files.items()})
+    return RunFiles(taken(RECORDS_FILE), taken(SAMPLES_FILE), attempts, dict(sizes))

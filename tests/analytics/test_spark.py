@@ -12,7 +12,7 @@ import torch
 from polars.testing import assert_frame_equal
 
 import tdlog.analytics as analytics
-from tdlog.analytics.spark_engine import spark_dialect, spark_session
+from tdlog.analytics.spark_engine import spark_session
 from tdlog.cli import main
 from tdlog.recorder import Recorder
 
@@ -88,10 +88,6 @@ def test_parameters_stay_data_on_spark(scored_run, spark) -> None:
         hostile = run.sql("SELECT count(*) AS n FROM records WHERE split = $split", {"split": "train' OR '1'='1"})
         assert hostile["n"][0] == 0
         assert run.sql("SELECT count(*) AS n FROM records WHERE split = :split", {"split": "train"})["n"][0] == 780
-
-
-def test_dialect_switch_rewrites_markers_only() -> None:
-    assert spark_dialect("WHERE a = $split AND b < $epoch_to -- $x") == "WHERE a = :split AND b < :epoch_to -- :x"
 
 
 def test_cli_scores_on_spark(scored_run, spark, tmp_path, capsys) -> None:
