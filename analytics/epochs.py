@@ -17,8 +17,9 @@ def epoch_bounds(epochs: range | None) -> tuple[int, int]:
     """``[epoch_from, epoch_to)`` of ``epochs`` (default: every epoch, recorded or to come)."""
     if epochs is None:
         return 0, ALL_EPOCHS
-    if not isinstance(epochs, range) or epochs.step != 1:
-        raise ValueError(f"epochs: expected a range of consecutive epochs such as range(0, 50), got {epochs!r}")
+    if not isinstance(epochs, range) or epochs.step != 1 or epochs.start < 0 or epochs.start >= epochs.stop:
+        raise ValueError(f"epochs: expected a non-empty range of consecutive epochs from 0 on, such as range(0, 50), "
+                         f"got {epochs!r}")
     return epochs.start, epochs.stop
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,8 @@ def fit_gmm(
     ``p_mislabeled`` = posterior of the component with the higher mean; ``noise_rate`` = mean of
     ``p_mislabeled`` over all rows. When there are more rows than ``fit_sample`` the mixture is fitted
     on a seeded uniform sample of that size (``None``: always on every row) and applied to every row.
+    When every finite value is the same there is nothing to separate: ``p_mislabeled = 0`` everywhere
+    (noise rate 0, one component of weight 1) and a ``RuntimeWarning``.
     """
     if score not in frame.columns:
         raise KeyError(f"score: expected one of {frame.columns}, got {score!r}")
@@ -57,6 +60,12 @@ def fit_gmm(
     if finite.sum() < 2:
         raise ValueError(f"score: need at least 2 finite values of {score!r} to fit a mixture, got {finite.sum()}")
     fit_values = values[finite]
+    if np.ptp(fit_values) == 0:
+        warnings.warn(f"score: every {score!r} is {fit_values[0]}; no sample is called mislabeled (noise rate 0)",
+                      RuntimeWarning, stacklevel=2)
+        p_mislabeled = np.where(finite, 0.0, np.nan)
+        return GMMResult(score, 0.0, (float(fit_values[0]),) * 2, (0.0, 0.0), (1.0, 0.0), int(fit_values.size),
+                         _table(frame, score, values, p_mislabeled))
     if fit_sample is not None and fit_values.size > fit_sample:
         fit_values = np.random.default_rng(seed).choice(fit_values, size=fit_sample, replace=False)
     model, noisy = fit_mixture(fit_values, seed=seed)
@@ -65,15 +74,7 @@ def fit_gmm(
     p_mislabeled[finite] = model.predict_proba(values[finite].reshape(-1, 1))[:, noisy]
     order = [1 - noisy, noisy]
     stds = np.sqrt(model.covariances_.reshape(-1))
-    table = pl.DataFrame(
-        {
-            "sample_id": frame["sample_id"],
-            score: values,
-            "p_mislabeled": p_mislabeled,
-            "flagged": p_mislabeled > 0.5,
-            "weight": 1.0 - p_mislabeled,
-        }
-    )
+    table = _table(frame, score, values, p_mislabeled)
     return GMMResult(
         score=score,
         noise_rate=float(np.nanmean(p_mislabeled)),
@@ -83,3 +84,8 @@ def fit_gmm(
         fitted_on=int(fit_values.size),
         table=table,
     )
+
+
+def _table(frame: pl.DataFrame, score: str, values: np.ndarray, p_mislabeled: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({"sample_id": frame["sample_id"], score: values, "p_mislabeled": p_mislabeled,
+                         "flagged": p_mislabeled > 0.5, "weight": 1.0 - p_mislabeled})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,9 +52,14 @@ def write_scores(
         table = table.withColumn("aum_flagged", (F.col("aum") < F.lit(cutoff)) & ~F.col("is_threshold"))
     real = ~F.col("is_threshold") & F.col("probe").isNull()
     fit = _gmm_fit_values(table.filter(real & F.col("aul").isNotNull() & ~F.isnan("aul")), seed, fit_sample)
-    if len(fit) >= 2:
+    if len(fit) >= 2 and np.ptp(fit) == 0:  # nothing to separate (as analytics.gmm.fit_gmm)
+        warnings.warn(f"score: every 'aul' is {fit[0]}; no sample is called mislabeled (noise rate 0)",
+                      RuntimeWarning, stacklevel=2)
+        table = table.withColumn("p_mislabeled", F.when(real, F.lit(0.0)))
+    elif len(fit) >= 2:
         model, noisy = fit_mixture(fit, seed=seed)
         table = table.withColumn("p_mislabeled", F.when(real, _posterior(F.col("aul"), model, noisy)))
+    if len(fit) >= 2:
         table = table.withColumn("gmm_flagged", F.col("p_mislabeled") > 0.5).withColumn(
             "weight", 1 - F.col("p_mislabeled"))
     writer = table.orderBy("sample_id").write.mode("overwrite")

@@ -184,7 +184,8 @@ class Recorder:
         error raised from the next call.
 
         Args:
-            sample_ids: int64 tensor, numpy array, or list of int or str (one type per run).
+            sample_ids: int64 tensor, numpy array, or list of int or str (one type per run). An empty batch
+                is a no-op.
             logits: ``[B, num_outputs]`` raw logits (any float dtype, any device); or token logits
                 ``[B, T, num_outputs]`` of a sequence model (``num_outputs`` = the vocabulary).
             targets: ``[B]`` integer class indices used as training targets; with token logits, ``[B, T]``
@@ -207,6 +208,8 @@ class Recorder:
         check_loss(loss, batch_size)
         epoch = check_epoch(epoch)
         split = self.default_split if split is None else check_split(split)
+        if batch_size == 0:  # an empty batch (the last of a filtered loader): nothing to record
+            return
         ids = self._prepare_ids(sample_ids, batch_size)
         step = self._next_step(step, epoch)
         if logits.is_cuda:
@@ -234,6 +237,8 @@ class Recorder:
         check_loss(loss, batch_size)
         epoch = check_epoch(epoch)
         split = self.default_split if split is None else check_split(split)
+        if batch_size == 0:  # an empty batch (the last of a filtered loader): nothing to record
+            return
         ids = self._prepare_ids(sample_ids, batch_size)
         step = self._next_step(step, epoch)
         scored = targets[:, 1:] if shift else targets

@@ -11,6 +11,7 @@ import pyarrow as pa
 import torch
 
 SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+$")
+INT64_MAX = 2**63 - 1
 
 
 def check_logits(logits: Any, num_outputs: int) -> None:
@@ -95,6 +96,9 @@ def id_type_of(array: pa.Array) -> str:
 def ids_to_arrow(sample_ids: Any, batch_size: int | None) -> pa.Array:
     """Host-side sample ids (numpy array, list or tuple of int or str) as an Arrow array of int64/string."""
     if isinstance(sample_ids, np.ndarray):
+        if sample_ids.dtype.kind == "u" and sample_ids.size and int(sample_ids.max()) > INT64_MAX:
+            raise ValueError(f"sample_ids: expected ids that fit int64 (at most 2**63 - 1), "
+                             f"got {int(sample_ids.max())}")
         if sample_ids.dtype.kind in "iu":
             array = pa.array(sample_ids.astype(np.int64, copy=False))
         elif sample_ids.dtype.kind in "UO":
@@ -120,6 +124,8 @@ def _list_to_arrow(ids: list | tuple) -> pa.Array:
         array = pa.array(ids)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         raise TypeError("sample_ids: expected all ids of one type (all int or all str), got a mix") from None
+    except OverflowError:
+        raise ValueError(f"sample_ids: expected ids that fit int64 (at most 2**63 - 1), got {max(ids)}") from None
     if pa.types.is_integer(array.type):
         return array.cast(pa.int64())
     if pa.types.is_null(array.type):  # empty list

@@ -174,10 +174,16 @@ def _export(args: argparse.Namespace) -> None:
             return
         scores = run.scores(epochs=args.epochs, split=args.split, percentile=args.percentile)
     if args.flagged is not None:
-        column = "aum_flagged" if "aum_flagged" in scores.columns else "gmm_flagged"
+        column = next((c for c in ("aum_flagged", "gmm_flagged") if c in scores.columns), None)
+        if column is None:
+            raise ValueError(f"--flagged: nothing flags samples in this run: no threshold samples, and "
+                             f"{scores.height} scored sample(s), too few for the AUL GMM (2 or more)")
         flagged = scores.filter(pl.col(column).fill_null(False))["sample_id"]
         print(f"wrote {flagged.len()} ids flagged by {column} to {write_index_list(flagged, args.flagged)}")
     else:
+        if "weight" not in scores.columns:
+            raise ValueError(f"--weights: the AUL GMM gives the weights and needs 2 or more real samples, "
+                             f"got {scores.height}")
         weights = scores.filter(pl.col("weight").is_not_null()).select("sample_id", "weight")
         written = write_frame(weights, args.weights, argument="--weights")
         print(f"wrote {weights.height} weights to {written}")
