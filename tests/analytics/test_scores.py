@@ -53,7 +53,7 @@ def test_epoch_range_restricts_every_score(scored_run, reference) -> None:
     ids = sorted(means)
     with analytics.open_run(path) as run:
         aum = run.aum(epochs=range(2, 5))
-        with pytest.raises(ValueError, match="epochs: expected a range of consecutive"):
+        with pytest.raises(ValueError, match="epochs: expected a non-empty range of consecutive"):
             run.aul(epochs=range(0, 6, 2))
     np.testing.assert_allclose(_by_id(aum, "aum"), [means[i]["margin"][2:5].mean() for i in ids], **TOL)
     assert set(aum["epochs"].to_list()) == {3}

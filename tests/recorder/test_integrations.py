@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import tdlog.analytics as analytics
 from tdlog.recorder import DatasetWithIndex, Recorder
+from tests.recorder.test_sequence import reference as token_reference
 from tests.reference import record_statistics
 
 transformers = pytest.importorskip("transformers")
@@ -198,6 +199,7 @@ def test_causal_lm_trainer_records_one_row_per_example_and_step(tmp_path) -> Non
     columns["labels"] = columns["input_ids"]
     trainer = Trainer(model=model, args=arguments(tmp_path / "out"),
                       train_dataset=add_sample_ids(datasets.Dataset.from_dict(columns)))
+    seen = capture_training_outputs(model)
     recorder = attach(trainer, tmp_path / "run")  # num_classes: the config's vocab_size
     assert recorder.num_classes == VOCABULARY
     trainer.train()
@@ -206,6 +208,15 @@ def test_causal_lm_trainer_records_one_row_per_example_and_step(tmp_path) -> Non
     with analytics.open_run(tmp_path / "run") as run:
         assert set(run.sql("SELECT DISTINCT tokens FROM records")["tokens"]) == {LENGTH - 1}
         assert run.aul().height == EXAMPLES
+        rows = run.sql("SELECT step, loss, margin, correct FROM raw_records")
+    # each row = the float64 mean over the example's shifted tokens of the model's own logits
+    expected = [token_reference(logits, labels, shift=True) for logits, labels in seen]
+    expected_step = np.repeat(np.arange(len(seen)), [len(s[1]) for s in seen])
+    order = np.lexsort((rows["loss"].to_numpy(), rows["step"].to_numpy() - rows["step"].min()))
+    expected_order = np.lexsort((np.concatenate([e["loss"] for e in expected]).astype(np.float32), expected_step))
+    for name in ("loss", "margin", "correct"):
+        np.testing.assert_allclose(rows[name].to_numpy()[order],
+                                   np.concatenate([e[name] for e in expected])[expected_order], **CLOSE)
 
 
 # --- Lightning ----------------------------------------------------------------------------------------
