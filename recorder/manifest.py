@@ -7,7 +7,7 @@ import contextlib
 import datetime as _dt
 import fcntl
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from tdlog.format import (
     write_json_atomic,
 )
 
-STAGED_ATTEMPT = re.compile(r"part-a(\d+)-r\d+-s\d+\.parquet$")
+STAGED_ATTEMPT = re.compile(r"part-a(\d+)-r(\d+)-s\d+\.parquet$")
 
 
 def now_iso() -> str:
@@ -142,15 +142,21 @@ def set_start_epoch(run_dir: Path, attempt: int, epoch: int) -> None:
             write_json_atomic(path, payload)
 
 
-def clear_stale_staging(run_dir: Path, current_attempt: int) -> int:
-    """Remove files an earlier, dead attempt left half-written in ``_staging/``. Returns how many."""
+def clear_stale_staging(run_dir: Path, current_attempt: int,
+                        holder_attempt: Callable[[int], int | None]) -> int:
+    """Remove files an earlier attempt left half-written in ``_staging/``: those of attempt ``a <
+    current_attempt`` and rank ``r`` whose writer is gone (``holder_attempt(r)``, the attempt holding rank
+    ``r``'s writer lock, is None or not ``a``). Returns how many."""
     directory = run_dir / STAGING_DIR
     if not directory.exists():
         return 0
     removed = 0
     for path in directory.iterdir():
         match = STAGED_ATTEMPT.search(path.name)
-        if match and int(match.group(1)) < current_attempt:
+        if not match:
+            continue
+        attempt, rank = int(match.group(1)), int(match.group(2))
+        if attempt < current_attempt and holder_attempt(rank) != attempt:
             path.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -35,6 +35,7 @@ from .validate import (
     ids_to_arrow,
 )
 from .writer import RecordWriter, WriterConfig
+from .writer_lock import WriterLock, holder_attempt
 
 _OPEN_RECORDERS: weakref.WeakSet = weakref.WeakSet()
 
@@ -126,14 +127,20 @@ class Recorder:
         self.path = self.remote.pull() if self.remote is not None else Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.rank, self.world_size = _distributed_rank_and_size()
-        manifest = manifest_io.create_or_validate(
-            self.path, num_classes=num_classes, threshold_class=self.threshold_class, config=metadata or {}
-        )
+        self._lock = WriterLock(self.path, self.rank)  # a second writer of this rank fails here, harmlessly
+        try:
+            manifest = manifest_io.create_or_validate(
+                self.path, num_classes=num_classes, threshold_class=self.threshold_class, config=metadata or {}
+            )
+            self.attempt = _agree_on_attempt(self.path, self.rank, self.world_size, start_epoch)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._lock.claim(self.attempt)
         self.id_type: str | None = manifest["sample_id_type"]
-        self.attempt = _agree_on_attempt(self.path, self.rank, self.world_size, start_epoch)
         self._start_epoch_known = start_epoch is not None
         if self.rank == 0:
-            manifest_io.clear_stale_staging(self.path, self.attempt)
+            manifest_io.clear_stale_staging(self.path, self.attempt, lambda rank: holder_attempt(self.path, rank))
         if self.remote is not None:
             self.remote.start(self.attempt, self.rank)
         self._writer_options = {
@@ -439,13 +446,16 @@ class Recorder:
         """Commit everything buffered and stop the writer thread. Safe to call twice."""
         if self.closed:
             return
-        self._submit_all()
-        self.closed = True
-        _OPEN_RECORDERS.discard(self)
-        if self._writer is not None:
-            self._writer.close()
-        if self.remote is not None:
-            self.remote.push()  # run.json's last counts and anything committed at close
+        try:
+            self._submit_all()
+            self.closed = True
+            _OPEN_RECORDERS.discard(self)
+            if self._writer is not None:
+                self._writer.close()
+            if self.remote is not None:
+                self.remote.push()  # run.json's last counts and anything committed at close
+        finally:
+            self._lock.release()
         self._raise_pending_errors()
 
     def __enter__(self) -> Recorder:

@@ -13,6 +13,7 @@ torch): both sides import it, and reading a local run's listing costs no pyarrow
       samples/part-a{attempt}-r{rank}-s{seq}.parquet
       _committed/a{attempt}-r{rank}.json    object stores: the data files committed (FORMAT.md, "Object stores")
       _staging/                             files being written; never read
+      _locks/writer-r{rank}.lock            flock of each rank's live writer (FORMAT.md, "Writers")
       .lock                                 flock over run.json and the attempt files
 """
 
@@ -39,6 +40,7 @@ RECORDS_DIR = "records"
 SAMPLES_DIR = "samples"
 STAGING_DIR = "_staging"
 COMMITTED_DIR = "_committed"
+LOCKS_DIR = "_locks"
 LOCK_FILE = ".lock"
 
 ID_TYPES = ("int64", "string")  # sample_id: Arrow int64 or string
