@@ -1,14 +1,16 @@
 """Where a run's files are, and what a reader sees of them at one moment.
 
-:class:`RunStore` reads a run folder through ``pyarrow.fs``: a local path or a URI (``s3://``, ``gs://``,
-``hdfs://``, ``file://``; ``s3a://`` is read as ``s3://``). :meth:`RunStore.snapshot` applies the reader
-rules of the format (:func:`tdlog.format.committed_files`: write-once names, ``_committed/`` manifests
-honoured) and both engines register their views from it, so DuckDB and Spark read exactly the same files.
+:class:`RunStore` reads a run folder: a local path (with the standard library) or a URI (``s3://``,
+``gs://``, ``hdfs://``, through ``pyarrow.fs``; ``s3a://`` is read as ``s3://``). :meth:`RunStore.snapshot`
+applies the reader rules of the format (:func:`tdlog.format.committed_files`: write-once names,
+``_committed/`` manifests honoured) and both engines register their views from it, so DuckDB and Spark
+read exactly the same files.
 
 :func:`sync_run` brings a run on object storage into a local cache for DuckDB. The copy is incremental:
 records and samples files have write-once names, so a file already in the cache with the same size is
-not fetched again; ``run.json`` and the attempt files, which change, are fetched every time. Each file
-lands under a temporary name and is renamed into place, so an interrupted copy leaves complete files only.
+fetched again while the remote file keeps its size and modification time, and cached files the remote no
+longer has are removed. Each file lands under a temporary name and is renamed into place, so an
+interrupted copy leaves complete files only.
 Credentials and endpoints come from the URI (``s3://bucket/run?endpoint_override=host:9000&scheme=http``),
 the usual environment variables, or an explicit ``pyarrow.fs.FileSystem``.
 """
@@ -16,6 +18,7 @@ the usual environment variables, or an explicit ``pyarrow.fs.FileSystem``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 COPY_CHUNK = 1 << 22
+CACHE_INDEX = ".tdlog-cache.json"  # {name: [size, mtime_ns]} of the remote files the cache holds
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,13 @@ class RunStore:
             self.local_path = Path(text.removeprefix("file://")).resolve()
             self.root = self.location = str(self.local_path)
 
+    def identities(self) -> dict[str, tuple[int, int | None]]:
+        """``{name: (size, modification time in ns)}`` of every file of the run: what identifies a file's
+        content when it is cached (object stores report the time of the PUT)."""
+        if self.filesystem is None:
+            return {name: (size, None) for name, size in list_local(self.root).items()}
+        return {name: (info.size, info.mtime_ns) for name, info in list_files(self.filesystem, self.root).items()}
+
     def listing(self) -> dict[str, int]:
         """``{name in the run: size}`` of every file of the run."""
         if self.filesystem is None:
@@ -115,18 +126,29 @@ class RunStore:
 def sync_run(uri: str, *, cache_dir: str | os.PathLike | None = None,
              filesystem: pafs.FileSystem | None = None) -> Path:
     """Bring the local copy of the run at ``uri`` up to date and return its folder (default: a folder per
-    URI under ``tdlog-cache`` in the system temp folder). Raises ``FileNotFoundError`` if there is no run
-    at ``uri``."""
+    URI under ``tdlog-cache`` in the system temp folder). A cached file is used again only while the
+    remote file has the same size and modification time (``CACHE_INDEX`` keeps them); cached files the
+    remote no longer has are removed, so a run deleted and recorded again at the same URI reads fresh.
+    Raises ``FileNotFoundError`` if there is no run at ``uri``."""
     store = RunStore(uri, filesystem)
     local = Path(cache_dir) if cache_dir is not None else (
         Path(tempfile.gettempdir()) / "tdlog-cache" / hashlib.sha1(uri.encode()).hexdigest()[:16])
-    files = committed_files(store.listing(), store.read, where=store.location)
-    for name in (MANIFEST, *files.attempts, *files.records, *files.samples):
+    identities = store.identities()
+    sizes = {name: size for name, (size, _) in identities.items()}
+    files = committed_files(sizes, store.read, where=store.location)
+    index_path = local / CACHE_INDEX
+    cached = json.loads(index_path.read_text()) if index_path.exists() else {}
+    wanted = (MANIFEST, *files.attempts, *files.records, *files.samples)
+    for name in wanted:
         target = local / name
-        changes = name == MANIFEST or name in files.attempts
-        if not changes and target.exists() and target.stat().st_size == files.sizes[name]:
-            continue
-        _copy(store, name, target)
+        if not target.exists() or cached.get(name) != list(identities[name]):
+            _copy(store, name, target)
+    for stale in set(cached) - set(wanted):
+        (local / stale).unlink(missing_ok=True)
+    local.mkdir(parents=True, exist_ok=True)
+    partial = index_path.with_name(index_path.name + ".partial")
+    partial.write_text(json.dumps({name: list(identities[name]) for name in wanted}))
+    os.replace(partial, index_path)
     return local
 
 

@@ -22,6 +22,7 @@ from tdlog.format import STAGING_DIR, fsync_dir
 # readers prune by them: the id range (MAP-D's dense ids, DuckDB's filters), step, attempt and rank.
 PARQUET_OPTIONS = {
     "compression": "none",
+    "write_page_checksum": True,  # CRC32 of every page: `tdlog verify` (and any reader that checks) finds corruption
     "use_dictionary": ["step", "attempt", "rank", "target", "other_class", "pred", "label", "probe", "probe_role"],
     "write_statistics": ["sample_id", "step", "attempt", "rank"],
 }

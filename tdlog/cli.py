@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     run_command("info", "samples, epochs, attempts, ranks, non-finite rows, size on disk")
+    run_command("verify", "check every committed file (page checksums, schemas, manifests, attempt files)")
 
     sql = run_command("sql", "run a query over the run's views (records, samples, epoch_stats, attempts)")
     sql.add_argument("query", nargs="?", help="SQL text (or use -f)")
@@ -125,6 +126,24 @@ def _info(args: argparse.Namespace) -> None:
     print(f"attempts         {len(info['attempts'])} (attempt@start_epoch: {starts})")
     print(f"non-finite rows  {info['nonfinite_rows']}")
     print(f"size on disk     {info['size_bytes'] / 2**20:.2f} MiB")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tdlog.analytics.store import RunStore
+    from tdlog.analytics.verify import verify_run
+
+    problems = verify_run(args.run)
+    if problems.height and problems["problem"][0].startswith("missing: "):
+        raise FileNotFoundError(problems["problem"][0].removeprefix("missing: "))
+    files = RunStore(args.run).snapshot().files
+    checked = len(files.records) + len(files.samples)
+    for file, problem in problems.iter_rows():
+        print(f"tdlog verify: {file}: {problem}", file=sys.stderr)
+    if problems.height:
+        print(f"tdlog verify: {problems['file'].n_unique()} bad file(s) of {checked} checked", file=sys.stderr)
+        return 1
+    print(f"ok: {checked} files checked")
+    return 0
 
 
 def _sql(args: argparse.Namespace) -> None:
@@ -218,7 +237,8 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {written}")
 
 
-COMMANDS = {"info": _info, "sql": _sql, "score": _score, "export": _export, "mapd": _mapd, "report": _report}
+COMMANDS = {"info": _info, "verify": _verify, "sql": _sql, "score": _score, "export": _export, "mapd": _mapd,
+            "report": _report}
 
 
 def _spark_errors(args: argparse.Namespace) -> tuple[type[Exception], ...]:
@@ -242,12 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except (OSError, ValueError, KeyError, NotImplementedError, duckdb.Error, *_spark_errors(args)) as exc:
         message = " ".join(str(exc).split())  # DuckDB messages span lines: keep the error on one line
         print(f"tdlog {args.command}: error: {message}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

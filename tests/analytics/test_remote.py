@@ -66,8 +66,14 @@ def test_a_run_on_s3_reads_as_the_local_run(s3, tmp_path) -> None:
     samples_file = next((cache / "samples").glob("*.parquet"))
     first_copy = samples_file.stat().st_mtime_ns, sorted(p.name for p in cache.rglob("*.parquet"))
 
-    _record(local, range(3, 5))  # a restart: new write-once files, a new attempt file
-    pafs.copy_files(str(local), "runs/exp1", destination_filesystem=filesystem)
+    _record(local, range(3, 5))  # a restart: new write-once files, a new attempt file, run.json rewritten
+    uploaded = {f.path.split("runs/exp1/", 1)[1] for f in filesystem.get_file_info(
+        pafs.FileSelector("runs/exp1", recursive=True)) if f.type == pafs.FileType.File}
+    for path in local.rglob("*"):  # upload what is new or changed, as the recorder (or `aws s3 sync`) does
+        name = path.relative_to(local).as_posix()
+        if path.is_file() and (name not in uploaded or not name.endswith(".parquet")):
+            with filesystem.open_output_stream(f"runs/exp1/{name}") as stream:
+                stream.write(path.read_bytes())
     uri = f"s3://runs/exp1?endpoint_override={endpoint}&scheme=http"
     with analytics.open_run(uri, cache_dir=cache) as remote, analytics.open_run(local) as here:
         assert remote.epochs() == [0, 1, 2, 3, 4]
@@ -110,3 +116,20 @@ def test_the_recorder_writes_to_s3_and_resumes_there(s3, tmp_path) -> None:
         assert remote.info()["attempts"] == [{k: v for k, v in a.items()} for a in here.info()["attempts"]]
         assert remote.sql("SELECT count(*) AS n FROM samples")["n"][0] == 20
     assert not (tmp_path / "cache" / "records" / "split=train" / "epoch=0" / "part-a9-r0-s0.parquet").exists()
+
+
+def test_a_run_recorded_again_at_the_same_uri_reads_fresh(s3, tmp_path) -> None:
+    """The cache is keyed by each remote file's size and modification time, and drops files the remote no
+    longer lists: a run deleted and recorded again at the same URI is not read from the old copy."""
+    filesystem, _ = s3
+    cache = tmp_path / "cache"
+    _record("s3://runs/again", range(0, 5), filesystem=filesystem, local_dir=tmp_path / "mirror-a")
+    with analytics.open_run("s3://runs/again", filesystem=filesystem, cache_dir=cache) as run:
+        assert run.epochs() == [0, 1, 2, 3, 4]
+    filesystem.delete_dir("runs/again")
+    _record("s3://runs/again", range(0, 3), filesystem=filesystem, local_dir=tmp_path / "mirror-b")
+    _record(tmp_path / "expected", range(0, 3))
+    with analytics.open_run("s3://runs/again", filesystem=filesystem, cache_dir=cache) as run, \
+            analytics.open_run(tmp_path / "expected") as expected:
+        assert run.epochs() == [0, 1, 2]
+        assert_frame_equal(run.scores(), expected.scores())

@@ -1,0 +1,135 @@
+"""``tdlog verify RUN``: check every file a reader would take (FORMAT.md, "Reader rules").
+
+- ``run.json``: JSON, a tdlog run of a version this tdlog reads;
+- ``_attempts/attempt-K.json``: JSON with ``attempt = K``, ``start_epoch`` (int or null), ``world_size``;
+- ``_committed/*.json``: JSON listing files that exist;
+- every committed records and samples file: a whole Parquet file whose pages pass their CRC checksums
+  (written since format version 2; older files have none to check), every row readable, the columns of its
+  kind with their types, ``sample_id`` of the run's id type.
+
+Returns one row per problem (``file``, ``problem``); an empty table means the run is sound.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import polars as pl
+
+from tdlog.format import (
+    ATTEMPT_FILE,
+    ATTEMPTS_DIR,
+    COMMITTED_DIR,
+    MANIFEST,
+    check_manifest,
+    committed_files,
+    parse_json,
+)
+
+from .store import RunStore
+
+RECORDS_COLUMNS = {"sample_id": None, "step": "int64", "target": "int32", "loss": "float", "margin": "float",
+                   "target_logit": "float", "other_logit": "float", "other_class": "int32", "prob": "float",
+                   "pred": "int32", "el2n": "float", "attempt": "int32", "rank": "int32"}
+RECORDS_COLUMNS_V2 = {"correct": "float", "tokens": "int32"}
+SAMPLES_COLUMNS = {"sample_id": None, "label": "int32", "target": "int32", "is_threshold": "bool"}
+
+
+def verify_run(path: str | os.PathLike, *, filesystem: Any = None, progress: bool | None = None) -> pl.DataFrame:
+    """Check the run at ``path`` (a folder or a URI); ``file, problem`` for each problem found."""
+    store = RunStore(path, filesystem)
+    problems: list[tuple[str, str]] = []
+    sizes = store.listing()
+    try:
+        manifest = parse_json(store.read(MANIFEST), f"{store.location}/{MANIFEST}") if MANIFEST in sizes else None
+    except ValueError as error:
+        manifest, problems = None, [(MANIFEST, str(error))]
+    if MANIFEST not in sizes:
+        return _table([(MANIFEST, f"missing: no tdlog run at {store.location}")])
+    if manifest is not None:
+        try:
+            check_manifest(manifest, MANIFEST)
+        except ValueError as error:
+            problems.append((MANIFEST, str(error)))
+    problems += _check_json_files(store, sizes)
+    try:
+        files = committed_files(sizes, store.read, where=store.location)
+    except ValueError:  # a garbled manifest: already reported; check every data file instead
+        files = committed_files({n: s for n, s in sizes.items() if not n.startswith(COMMITTED_DIR + "/")},
+                                store.read, where=store.location)
+    id_type = (manifest or {}).get("sample_id_type")
+    data = [(name, RECORDS_COLUMNS) for name in files.records] + [(name, SAMPLES_COLUMNS) for name in files.samples]
+    show = sys.stderr.isatty() if progress is None else progress
+    if show:
+        from tqdm.auto import tqdm
+
+        data = tqdm(data, desc="verifying", unit="file")
+    for name, columns in data:
+        problem = _check_parquet(store, name, columns, id_type)
+        if problem:
+            problems.append((name, problem))
+    return _table(problems)
+
+
+def _table(problems: list[tuple[str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(problems, schema={"file": pl.String, "problem": pl.String}, orient="row")
+
+
+def _check_json_files(store: RunStore, sizes: dict[str, int]) -> list[tuple[str, str]]:
+    problems = []
+    for name in sorted(sizes):
+        if name.startswith(ATTEMPTS_DIR + "/") and (match := ATTEMPT_FILE.match(name[len(ATTEMPTS_DIR) + 1:])):
+            try:
+                payload = parse_json(store.read(name), name)
+            except ValueError as error:
+                problems.append((name, str(error)))
+                continue
+            start = payload.get("start_epoch")
+            if payload.get("attempt") != int(match.group(1)) or not (start is None or isinstance(start, int)) \
+                    or not isinstance(payload.get("world_size"), int):
+                problems.append((name, f"expected attempt = {match.group(1)}, start_epoch an int or null and "
+                                       f"world_size an int, got {payload}"))
+        elif name.startswith(COMMITTED_DIR + "/") and name.endswith(".json"):
+            try:
+                listed = parse_json(store.read(name), name).get("files", [])
+            except ValueError as error:
+                problems.append((name, str(error)))
+                continue
+            problems += [(name, f"lists {file}, which is not in the run") for file in listed if file not in sizes]
+    return problems
+
+
+def _check_parquet(store: RunStore, name: str, columns: dict[str, str | None], id_type: str | None) -> str | None:
+    """The problem with one data file, or None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(pa.BufferReader(store.read(name)), page_checksum_verification=True).read()
+    except (OSError, pa.ArrowException) as error:
+        return f"unreadable: {' '.join(str(error).split())}"
+    expected = dict(columns)
+    if columns is RECORDS_COLUMNS and "correct" in table.schema.names:
+        expected |= RECORDS_COLUMNS_V2
+    missing = [c for c in expected if c not in table.schema.names]
+    if missing:
+        return f"missing columns {missing}"
+    for column, kind in expected.items():
+        actual = table.schema.field(column).type
+        want = id_type if kind is None else kind
+        if want is not None and not _is_type(actual, want):
+            return f"column {column}: expected {want}, got {actual}"
+    return None
+
+
+def _is_type(actual: Any, kind: str) -> bool:
+    """``actual`` (an Arrow type) is of ``kind``: ``int64`` (any integer, for ids), ``string``, ``float``
+    (any floating type), ``bool``, or that exact type's name."""
+    import pyarrow as pa
+
+    checks = {"float": pa.types.is_floating, "bool": pa.types.is_boolean, "string": pa.types.is_string}
+    if kind in checks:
+        return checks[kind](actual)
+    return str(actual) == kind
