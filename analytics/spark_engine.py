@@ -94,7 +94,7 @@ class SparkEngine:
             raw = self.session.sql(raw_records_stub(sql_id))
         raw.createOrReplaceTempView("raw_records")
         self._attempts_frame(snapshot.attempts).createOrReplaceTempView("attempts")
-        self._records_filter = records_select(snapshot.attempt_starts, raw.columns)
+        self._records_filter = records_select(list(snapshot.attempts), snapshot.splits, raw.columns)
         self.session.sql(self._records_filter).createOrReplaceTempView("records")
         self.session.sql(EPOCH_STATS_SELECT).createOrReplaceTempView("epoch_stats")
         if snapshot.files.samples:

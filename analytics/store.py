@@ -60,9 +60,9 @@ class RunSnapshot:
         return self.manifest.get("sample_id_type") or "int64"
 
     @property
-    def attempt_starts(self) -> dict[int, int | None]:
-        """``{attempt: start_epoch}`` (None: started, no epoch logged yet)."""
-        return {a["attempt"]: a["start_epoch"] for a in self.attempts}
+    def splits(self) -> list[str]:
+        """The splits that have committed records files."""
+        return sorted({name.split("/", 2)[1].removeprefix("split=") for name in self.files.records})
 
     def paths(self, names: tuple[str, ...]) -> list[str]:
         """Full paths (or URIs) of ``names``."""
@@ -70,7 +70,9 @@ class RunSnapshot:
 
     def key(self) -> tuple:
         """What the views depend on: equal keys, equal views."""
-        return self.files.records, self.files.samples, tuple(sorted(self.attempt_starts.items()))
+        starts = tuple((a["attempt"], a.get("start_epoch"), json.dumps(a.get("starts"), sort_keys=True))
+                       for a in self.attempts)
+        return self.files.records, self.files.samples, starts
 
 
 class RunStore:

@@ -1,11 +1,11 @@
 """The views of a run, in SQL both engines run: ``raw_records``, ``attempts``, ``records``, ``epoch_stats``,
 ``samples``.
 
-``records`` holds only the rows that count: for epoch ``e`` of a run restarted several times, the rows of
-the latest attempt whose ``start_epoch <= e`` (FORMAT.md, "Attempts"). The rule is written into the view as
-a filter on ``attempt`` and ``epoch`` from the attempt files as they are when the view is made (a join with
-``attempts`` would cost every query a pass over the ``attempt`` column); ``Run`` remakes the views when the
-committed files or the attempts change. ``epoch_stats`` averages the
+``records`` holds only the rows that count: of each split, at each position ``(epoch, step)``, the rows of
+the latest attempt that started in that split at or before it (FORMAT.md, "Attempts"). The rule is written
+into the view as a filter on ``split``, ``attempt``, ``epoch`` and ``step`` from the attempt files as they
+are when the view is made (a join with ``attempts`` would cost every query a pass over the ``attempt``
+column); ``Run`` remakes the views when the committed files or the attempts change. ``epoch_stats`` averages the
 observations of one sample in one epoch first (DDP padding and sampling with replacement repeat samples).
 """
 
@@ -33,14 +33,56 @@ def attempt_ranges(attempt_starts: dict[int, int | None]) -> list[tuple[int, int
             for i, (attempt, start) in enumerate(started)]
 
 
-def records_filter(attempt_starts: dict[int, int | None]) -> str:
-    """SQL condition keeping the rows that count, from ``{attempt: start_epoch}`` (see
-    :func:`attempt_ranges`)."""
-    ranges = attempt_ranges(attempt_starts)
-    if len(ranges) == 1 and len(attempt_starts) == 1:
-        return f"epoch >= {int(ranges[0][1])}"  # a hive partition key: prunes files, reads nothing
-    terms = [f"(attempt = {int(attempt)} AND epoch >= {int(start)}"
-             + ("" if end is None else f" AND epoch < {int(end)}") + ")" for attempt, start, end in ranges]
+Position = tuple[int, int | None]  # (epoch, step): step None = from the epoch's first row
+
+
+def split_starts(attempts: list[dict], splits: list[str]) -> dict[str, list[tuple[int, Position]]]:
+    """``{split: [(attempt, start position), ...] by attempt}``: where each attempt starts owning rows of
+    each split (FORMAT.md, "Attempts"). A version-3 attempt file names its splits (``starts``: ``{split:
+    [epoch, step or null]}``); an older one has one ``start_epoch`` for every split."""
+    starts: dict[str, list[tuple[int, Position]]] = {split: [] for split in splits}
+    for attempt in sorted(attempts, key=lambda a: a["attempt"]):
+        if "starts" in attempt:
+            for split, (epoch, step) in attempt["starts"].items():
+                starts.setdefault(split, []).append((attempt["attempt"], (int(epoch), step)))
+        elif attempt.get("start_epoch") is not None:
+            for split in splits:
+                starts[split].append((attempt["attempt"], (int(attempt["start_epoch"]), None)))
+    return starts
+
+
+def _order(position: Position) -> tuple[int, float]:
+    return position[0], float("-inf") if position[1] is None else position[1]
+
+
+def _from(position: Position) -> str:
+    epoch, step = position
+    return f"epoch >= {epoch}" if step is None else f"(epoch > {epoch} OR (epoch = {epoch} AND step >= {int(step)}))"
+
+
+def _before(position: Position) -> str:
+    epoch, step = position
+    return f"epoch < {epoch}" if step is None else f"(epoch < {epoch} OR (epoch = {epoch} AND step < {int(step)}))"
+
+
+def records_filter(attempts: list[dict], splits: list[str]) -> str:
+    """SQL condition keeping the rows that count: of split ``s``, attempt ``K`` owns the rows from its start
+    in ``s`` up to (excluding) the earliest start in ``s`` of a later attempt (positions ``(epoch, step)``
+    in order; see :func:`split_starts`); the first attempt to log ``s`` also owns its rows before its start
+    (nothing earlier could own them). An attempt that never logged ``s`` hides nothing of it."""
+    single = len(attempts) == 1
+    terms = []
+    for split, starts in sorted(split_starts(attempts, splits).items()):
+        owned = []
+        for index, (attempt, start) in enumerate(starts):
+            later = [position for _, position in starts[index + 1:]]
+            end = min(later, key=_order) if later else None
+            conditions = ([] if single else [f"attempt = {int(attempt)}"]) \
+                + ([_from(start)] if index else []) + ([] if end is None else [_before(end)])
+            owned.append(" AND ".join(conditions) or "true")
+        if owned:
+            quoted = split.replace("'", "''")
+            terms.append(f"(split = '{quoted}' AND ({' OR '.join(f'({o})' for o in owned)}))")
     return " OR ".join(terms) or "false"
 
 
@@ -48,7 +90,7 @@ def records_filter(attempt_starts: dict[int, int | None]) -> str:
 DERIVED_COLUMNS = {"correct": "CAST(pred = target AS FLOAT)", "tokens": "CAST(1 AS INT)"}
 
 
-def records_select(attempt_starts: dict[int, int | None], columns: list[str] | None = None) -> str:
+def records_select(attempts: list[dict], splits: list[str], columns: list[str] | None = None) -> str:
     """The ``records`` view over ``raw_records`` (portable SQL). ``columns``: the columns of
     ``raw_records`` when some files predate format version 2 (``DERIVED_COLUMNS`` then fill in their
     ``correct`` and ``tokens``); None when every file has them."""
@@ -57,7 +99,7 @@ def records_select(attempt_starts: dict[int, int | None], columns: list[str] | N
         select = ", ".join(f"coalesce({c}, {DERIVED_COLUMNS[c]}) AS {c}" if c in DERIVED_COLUMNS else c
                            for c in columns)
         select += "".join(f", {value} AS {c}" for c, value in DERIVED_COLUMNS.items() if c not in columns)
-    return f"SELECT {select} FROM raw_records WHERE {records_filter(attempt_starts)}"
+    return f"SELECT {select} FROM raw_records WHERE {records_filter(attempts, splits)}"
 
 
 # one row per split, epoch and sample: its observations there averaged first (portable SQL)
@@ -118,7 +160,7 @@ def duckdb_view_definitions(snapshot: RunSnapshot, columns: list[str] | None = N
     return {
         "raw_records": raw,
         "attempts": attempts,
-        "records": records_select(snapshot.attempt_starts, columns),
+        "records": records_select(list(snapshot.attempts), snapshot.splits, columns),
         "epoch_stats": EPOCH_STATS_SELECT,
         "samples": samples,
     }

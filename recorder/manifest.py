@@ -119,27 +119,51 @@ def attempt_path(run_dir: Path, attempt: int) -> Path:
     return run_dir / attempt_name(attempt)
 
 
-def start_attempt(run_dir: Path, *, world_size: int, start_epoch: int | None) -> int:
-    """Register a new attempt (a start or restart of training) and return its number."""
+def start_attempt(run_dir: Path, *, world_size: int, start: tuple[int, int | None] | None = None,
+                  starts: dict[str, tuple[int, int | None]] | None = None) -> int:
+    """Register a new attempt (a start or restart of training) and return its number. ``starts``: where it
+    starts owning rows of the splits it resumes (``{split: (epoch, step)}``); ``start``: where it starts in
+    every split it will log (default: at the epoch of its first row of that split). FORMAT.md, "Attempts"."""
     with run_lock(run_dir):
         (run_dir / ATTEMPTS_DIR).mkdir(exist_ok=True)
         attempts = existing_attempts(run_dir)
         attempt = attempts[-1] + 1 if attempts else 0
-        write_json_atomic(
-            attempt_path(run_dir, attempt),
-            {"attempt": attempt, "start_epoch": start_epoch, "world_size": world_size, "started_at": now_iso()},
-        )
+        first = min((position[0] for position in (starts or {}).values()), default=None)
+        write_json_atomic(attempt_path(run_dir, attempt), {
+            "attempt": attempt,
+            "start_epoch": start[0] if start is not None else first,
+            "start": None if start is None else list(start),
+            "starts": {split: list(position) for split, position in (starts or {}).items()},
+            "world_size": world_size,
+            "started_at": now_iso(),
+        })
     return attempt
 
 
-def set_start_epoch(run_dir: Path, attempt: int, epoch: int) -> None:
-    """Record the first epoch this attempt logged, if no start epoch was given when it started."""
+def set_split_start(run_dir: Path, attempt: int, split: str, epoch: int) -> None:
+    """The attempt logs ``split`` for the first time, at ``epoch``: unless it resumed that split, it owns
+    the split's rows from its ``start`` (if given) or from ``epoch`` on."""
     path = attempt_path(run_dir, attempt)
     with run_lock(run_dir):
         payload = read_json(path)
-        if payload["start_epoch"] is None:
-            payload["start_epoch"] = epoch
-            write_json_atomic(path, payload)
+        if split in payload["starts"]:
+            return
+        position = payload["start"] if payload["start"] is not None else [epoch, None]
+        payload["starts"][split] = position
+        if payload["start_epoch"] is None or position[0] < payload["start_epoch"]:
+            payload["start_epoch"] = position[0]
+        write_json_atomic(path, payload)
+
+
+def set_resumed_starts(run_dir: Path, attempt: int, starts: dict[str, tuple[int, int | None]]) -> None:
+    """An attempt that has logged nothing yet resumes from a recorder state: it owns ``starts``."""
+    path = attempt_path(run_dir, attempt)
+    with run_lock(run_dir):
+        payload = read_json(path)
+        payload["starts"] = {split: list(position) for split, position in starts.items()}
+        if starts:
+            payload["start_epoch"] = min(position[0] for position in starts.values())
+        write_json_atomic(path, payload)
 
 
 def clear_stale_staging(run_dir: Path, current_attempt: int,

@@ -46,11 +46,12 @@ def _distributed_rank_and_size() -> tuple[int, int]:
     return 0, 1
 
 
-def _agree_on_attempt(run_dir: Path, rank: int, world_size: int, start_epoch: int | None) -> int:
+def _agree_on_attempt(run_dir: Path, rank: int, world_size: int, start: tuple[int, int | None] | None,
+                      starts: dict[str, tuple[int, int | None]]) -> int:
     """Rank 0 registers the attempt; under torch.distributed every rank receives its number."""
     attempt = [None]
     if rank == 0:
-        attempt[0] = manifest_io.start_attempt(run_dir, world_size=world_size, start_epoch=start_epoch)
+        attempt[0] = manifest_io.start_attempt(run_dir, world_size=world_size, start=start, starts=starts)
     if world_size > 1:
         torch.distributed.broadcast_object_list(attempt, src=0)
     return attempt[0]
@@ -79,7 +80,13 @@ class Recorder:
         coalesce_rows: batches are handed to the writer thread in chunks of about this many rows, so that
             its per-operation costs are paid once per chunk rather than once per batch.
         max_pending: chunks queued for the writer thread before :meth:`log` waits (back-pressure).
-        start_epoch: first epoch of this attempt; by default the first epoch it logs.
+        start_epoch, start_step: where this attempt starts owning rows of each split it logs, the explicit
+            form of ``resume``: rows of earlier attempts at ``(epoch, step) >= (start_epoch, start_step)`` of
+            those splits stop counting (``start_step`` None: from the epoch's first row). Default: the epoch
+            of the attempt's first row of each split.
+        resume: a :meth:`state_dict` saved with a model checkpoint: the attempt continues the run from
+            that state, per split: rows logged after the state stop counting, rows before it stay, and steps
+            continue where it left off. Splits the state does not name are started as by default.
         metadata: JSON-serialisable dict stored in ``run.json`` under ``config`` (new runs only).
         local_dir: with a URI ``path``, the local mirror files are committed in first (default: a new
             temporary folder).
@@ -102,6 +109,8 @@ class Recorder:
         max_pending: int = 16,
         coalesce_rows: int = 8192,
         start_epoch: int | None = None,
+        start_step: int | None = None,
+        resume: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         local_dir: str | os.PathLike | None = None,
         filesystem: Any = None,
@@ -132,13 +141,21 @@ class Recorder:
             manifest = manifest_io.create_or_validate(
                 self.path, num_classes=num_classes, threshold_class=self.threshold_class, config=metadata or {}
             )
-            self.attempt = _agree_on_attempt(self.path, self.rank, self.world_size, start_epoch)
+            start = None if start_epoch is None else (check_epoch(start_epoch), start_step)
+            if start is None and start_step is not None:
+                raise ValueError(f"start_step: expected it with a start_epoch, got start_step={start_step} alone")
+            if start is not None and resume is not None:
+                raise ValueError("resume, start_epoch: expected one of them, got both")
+            self._step, self._last_logged = 0, {}
+            resumed = self._resume_state(resume) if resume is not None else {}
+            self.attempt = _agree_on_attempt(self.path, self.rank, self.world_size, start, resumed)
         except BaseException:
             self._lock.release()
             raise
         self._lock.claim(self.attempt)
         self.id_type: str | None = manifest["sample_id_type"]
-        self._start_epoch_known = start_epoch is not None
+        self._splits_started: set[str] = set(resumed)
+        self._location = str(path)
         if self.rank == 0:
             manifest_io.clear_stale_staging(self.path, self.attempt, lambda rank: holder_attempt(self.path, rank))
         if self.remote is not None:
@@ -163,7 +180,6 @@ class Recorder:
         self._chunk_capacity = chunk_capacity(self._coalesce_rows, self.num_outputs)
         self._samples_seq = 0
         self._scratch: torch.Tensor | None = None  # sequence statistics' float32 buffer
-        self._step = 0
         self._nonfinite_seen = 0
         self._nonfinite_warned = 0
         self.closed = False
@@ -218,7 +234,7 @@ class Recorder:
         if batch_size == 0:  # an empty batch (the last of a filtered loader): nothing to record
             return
         ids = self._prepare_ids(sample_ids, batch_size)
-        step = self._next_step(step, epoch)
+        step = self._next_step(step, epoch, split)
         if logits.is_cuda:
             options = self._writer_options
             self._stage_device(
@@ -247,7 +263,7 @@ class Recorder:
         if batch_size == 0:  # an empty batch (the last of a filtered loader): nothing to record
             return
         ids = self._prepare_ids(sample_ids, batch_size)
-        step = self._next_step(step, epoch)
+        step = self._next_step(step, epoch, split)
         scored = targets[:, 1:] if shift else targets
         bad = ((scored < 0) & (scored != IGNORE_INDEX)) | (scored >= self.num_outputs)
         if not logits.is_cuda and bool(bad.any()):
@@ -266,16 +282,17 @@ class Recorder:
             scratch = self._scratch = torch.empty(size, dtype=torch.float32, device=logits.device)
         return scratch
 
-    def _next_step(self, step: int | None, epoch: int) -> int:
-        """The step of this ``log()`` call (default: a counter of calls); the first call of an attempt sets
-        its start epoch."""
+    def _next_step(self, step: int | None, epoch: int, split: str) -> int:
+        """The step of this ``log()`` call (default: a counter of calls); the attempt's first call for
+        ``split`` sets where it starts owning that split's rows."""
         if step is None:
             step = self._step
         self._step += 1
-        if not self._start_epoch_known:
+        if split not in self._splits_started:
             if self.rank == 0:
-                manifest_io.set_start_epoch(self.path, self.attempt, epoch)
-            self._start_epoch_known = True
+                manifest_io.set_split_start(self.path, self.attempt, split, epoch)
+            self._splits_started.add(split)
+        self._last_logged[split] = (epoch, step)
         return step
 
     def _stage_host(self, ids, logits, targets, loss, epoch, split, step) -> None:
@@ -432,6 +449,36 @@ class Recorder:
         return table.num_rows
 
     # --- lifecycle -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Commit everything logged, then return where the run stands, to save with a model checkpoint:
+        ``{"run", "attempt", "rank", "step", "splits": {split: {"epoch", "step"}}}`` (the last row logged
+        of each split, this attempt's or the one it resumed). ``Recorder(path, resume=state)`` or
+        :meth:`resume_from` continue from it."""
+        self.flush()
+        return {"run": self._location, "attempt": self.attempt, "rank": self.rank, "step": self._step,
+                "splits": {split: {"epoch": epoch, "step": step} for split, (epoch, step) in self._last_logged.items()}}
+
+    def resume_from(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (a :meth:`state_dict`) before this attempt logs anything: see ``resume``."""
+        if self._step or self._splits_started:
+            raise ValueError("state: resume_from() must come before the attempt's first log()")
+        starts = self._resume_state(state)
+        if self.rank == 0:
+            manifest_io.set_resumed_starts(self.path, self.attempt, starts)
+        self._splits_started = set(starts)
+
+    def _resume_state(self, state: Any) -> dict[str, tuple[int, int]]:
+        """``{split: (epoch, step + 1)}`` of a state dict (the new attempt owns what comes after it); sets
+        the step counter and the last rows logged."""
+        try:
+            splits = {str(split): (int(position["epoch"]), int(position["step"]))
+                      for split, position in state["splits"].items()}
+            step = int(state["step"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError(f"resume: expected a Recorder.state_dict(), got {state!r}") from None
+        self._step, self._last_logged = step, dict(splits)
+        return {split: (epoch, last + 1) for split, (epoch, last) in splits.items()}
+
     def flush(self) -> None:
         """Block until every logged row is committed to disk (readable by ``analytics``)."""
         self._raise_pending_errors()

@@ -1,4 +1,4 @@
-"""The on-disk format, version 2, as code: the contract between ``tdlog.recorder`` (which writes) and
+"""The on-disk format, version 3, as code: the contract between ``tdlog.recorder`` (which writes) and
 ``tdlog.analytics`` (which reads). FORMAT.md is the document; this module follows its sections.
 
 It imports the standard library only (pyarrow where a schema or a remote file system is needed; no
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 FORMAT_NAME = "tdlog"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 MANIFEST = "run.json"
 ATTEMPTS_DIR = "_attempts"
