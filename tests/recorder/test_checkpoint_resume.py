@@ -108,7 +108,7 @@ def test_an_explicit_start_supersedes_from_that_epoch_and_step(tmp_path) -> None
 
 
 def test_bad_resume_arguments_are_errors(tmp_path) -> None:
-    with pytest.raises(ValueError, match="resume: expected a Recorder.state_dict"):
+    with pytest.raises(ValueError, match=r"resume: expected a Recorder\.state_dict"):
         Recorder(tmp_path / "run", num_classes=3, resume={"splits": "train"})
     with pytest.raises(ValueError, match="start_step: expected it with a start_epoch"):
         Recorder(tmp_path / "run", num_classes=3, start_step=4)
@@ -128,5 +128,6 @@ def test_attempt_files_of_version_2_read_as_before(tmp_path) -> None:
         payload = json.loads(attempt.read_text())
         attempt.write_text(json.dumps({k: payload[k] for k in ("attempt", "start_epoch", "world_size", "started_at")}))
     with analytics.open_run(tmp_path / "run") as run:
-        owners = run.sql("SELECT epoch, min(attempt) AS a, max(attempt) AS b FROM records GROUP BY epoch ORDER BY epoch")
+        owners = run.sql("SELECT epoch, min(attempt) AS a, max(attempt) AS b FROM records GROUP BY epoch "
+                         "ORDER BY epoch")
     assert owners.rows() == [(0, 0, 0), (1, 0, 0), (2, 1, 1), (3, 1, 1), (4, 1, 1)]
