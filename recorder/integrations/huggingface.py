@@ -11,19 +11,25 @@ of the batch before the model sees it, calls the original with ``return_outputs=
 batch's logits with its ``labels``. Classification logits ``[B, C]`` are logged per sample; token logits
 ``[B, T, V]`` per example (:mod:`tdlog.recorder.sequence`), shifted for causal language models as their own
 loss is. Every micro-batch of gradient accumulation is logged; under ``torchrun`` each rank logs its own
-batches. The epoch is the Trainer's integer epoch. ``resume_from_checkpoint`` in a new process starts a new
-attempt at the resumed epoch (FORMAT.md, "Attempts"), so nothing is counted twice.
+batches. The epoch is the Trainer's integer epoch. Every checkpoint the Trainer saves holds the recorder's
+state (``tdlog_recorder-r{rank}.json``, :meth:`~tdlog.recorder.Recorder.state_dict`), and
+``trainer.train(resume_from_checkpoint=...)`` resumes the recorder from it: the rows logged after that
+checkpoint stop counting, the resumed rows replace them, even from the middle of an epoch (FORMAT.md,
+"Attempts"), so every example counts once per epoch.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..recorder import Recorder
 
@@ -68,9 +74,14 @@ def model_outputs(model: torch.nn.Module) -> int:
     return config.vocab_size if is_causal_lm(model) else config.num_labels
 
 
+def state_file(checkpoint: str | os.PathLike, rank: int) -> Path:
+    """Where a checkpoint holds the recorder state of ``rank``."""
+    return Path(checkpoint) / f"tdlog_recorder-r{rank}.json"
+
+
 class _EpochCallback(TrainerCallback):
-    """Keeps the Trainer's integer epoch (``state.epoch`` is fractional inside an epoch) and flushes the
-    recorder when training ends."""
+    """Keeps the Trainer's integer epoch (``state.epoch`` is fractional inside an epoch), saves the recorder
+    state into every checkpoint and flushes the recorder when training ends."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
@@ -78,6 +89,11 @@ class _EpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.epoch = int((state.epoch or 0) + 1e-9)
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if checkpoint.is_dir():
+            state_file(checkpoint, self.recorder.rank).write_text(json.dumps(self.recorder.state_dict()))
 
     def on_train_end(self, args, state, control, **kwargs):
         self.recorder.flush()
@@ -140,7 +156,17 @@ def attach(
         finally:
             held.pop("ids", None)
 
+    original_train = trainer.train
+
+    def train(resume_from_checkpoint=None, *args, **kwargs):
+        checkpoint = get_last_checkpoint(trainer.args.output_dir) if resume_from_checkpoint is True \
+            else resume_from_checkpoint
+        if checkpoint and state_file(checkpoint, recorder.rank).exists():
+            recorder.resume_from(json.loads(state_file(checkpoint, recorder.rank).read_text()))
+        return original_train(resume_from_checkpoint, *args, **kwargs)
+
     trainer.compute_loss = compute_loss
     trainer.prediction_step = prediction_step
+    trainer.train = train
     trainer._tdlog_recorder = recorder
     return recorder

@@ -11,7 +11,9 @@ tensor ``[B, C]``, ``[B, T, V]`` for a sequence model, or an output object with 
 Batches: tuples whose last element is the ids (``DatasetWithIndex`` yields ``(x, y, i)``; the targets are
 the second element), or dicts holding ``id_key`` and ``target_key``. Under DDP each process records its
 own batches (rank and world size come from ``torch.distributed``, set up by Lightning before ``setup``).
-The epoch is ``trainer.current_epoch``.
+The epoch is ``trainer.current_epoch``. The recorder's state is saved in every Lightning checkpoint (the
+callback's ``state_dict``) and ``trainer.fit(..., ckpt_path=...)`` resumes the recorder from it: rows
+logged after that checkpoint stop counting (FORMAT.md, "Attempts").
 """
 
 from __future__ import annotations
@@ -46,12 +48,28 @@ class RecorderCallback(pl.Callback):
         self._hook = None
         self._logits: torch.Tensor | None = None
         self._capturing = False
+        self._resume: dict[str, Any] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self.recorder is not None:
             return
         self.recorder = Recorder(self.run_dir, num_classes=self.num_classes, **self.recorder_options)
         self._hook = pl_module.register_forward_hook(self._capture)
+        if self._resume:
+            self.recorder.resume_from(self._resume)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The recorder's state (:meth:`~tdlog.recorder.Recorder.state_dict`), saved with each checkpoint."""
+        return self.recorder.state_dict() if self.recorder is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the recorder from a checkpoint's state (before the first training batch)."""
+        if not state_dict:
+            return
+        if self.recorder is not None:
+            self.recorder.resume_from(state_dict)
+        else:
+            self._resume = state_dict
 
     def _capture(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
         if self._capturing and self._logits is None:

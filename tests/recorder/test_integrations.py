@@ -169,6 +169,28 @@ def test_a_resumed_trainer_counts_each_epoch_once(tmp_path) -> None:
     assert owners.rows() == [(0, 0, 0), (1, 1, 1), (2, 1, 1)] and superseded == EXAMPLES
 
 
+def test_a_trainer_resumed_from_the_middle_of_an_epoch_counts_each_example_once(tmp_path) -> None:
+    """Checkpoints every 3 steps (6 steps an epoch); the run is resumed from the one in the middle of epoch 0
+    after the first training went on to the end: the rows logged after that checkpoint stop counting."""
+    data = add_sample_ids(datasets.Dataset.from_dict(token_data()))
+    args = {"save_strategy": "steps", "save_steps": 3}
+    first = Trainer(model=classifier(), args=arguments(tmp_path / "out", **args), train_dataset=data)
+    attach(first, tmp_path / "run")
+    first.train()
+    first._tdlog_recorder.close()
+    checkpoint = tmp_path / "out" / "checkpoint-3"
+    assert (checkpoint / "tdlog_recorder-r0.json").exists()
+    resumed = Trainer(model=classifier(), args=arguments(tmp_path / "out", **args), train_dataset=data)
+    recorder = attach(resumed, tmp_path / "run")
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    recorder.close()
+    assert_each_example_once_per_epoch(tmp_path / "run", 2)
+    with analytics.open_run(tmp_path / "run") as run:
+        owners = run.sql("SELECT epoch, attempt, count(*) AS n FROM records GROUP BY epoch, attempt "
+                         "ORDER BY epoch, attempt")
+    assert owners.rows() == [(0, 0, 24), (0, 1, 24), (1, 1, 48)]
+
+
 def test_causal_lm_rows_are_the_models_own_loss_for_each_example_alone(tmp_path) -> None:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCABULARY, n_positions=LENGTH, n_embd=16, n_layer=1, n_head=2))
@@ -220,7 +242,7 @@ def test_causal_lm_trainer_records_one_row_per_example_and_step(tmp_path) -> Non
 
 
 # --- Lightning ----------------------------------------------------------------------------------------
-def lightning_run(tmp_path: Path, batches: str):
+def lightning_run(tmp_path: Path, batches: str, *, checkpoints: bool = False, ckpt_path: Path | None = None):
     pl = pytest.importorskip("lightning.pytorch")
     from tdlog.recorder.integrations.lightning import RecorderCallback
 
@@ -251,11 +273,28 @@ def lightning_run(tmp_path: Path, batches: str):
         data = DatasetWithIndex(dataset)
     loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True, generator=generator)
     module = Classifier()
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[RecorderCallback(tmp_path / "run", num_classes=3)])
-    trainer.fit(module, loader)
+    callbacks = [RecorderCallback(tmp_path / "run", num_classes=3)]
+    if checkpoints:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        callbacks.append(ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_top_k=-1, every_n_epochs=1))
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=checkpoints, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=callbacks)
+    trainer.fit(module, loader, ckpt_path=ckpt_path)
     return module.seen
+
+
+def test_lightning_resumed_from_a_checkpoint_counts_each_sample_once(tmp_path) -> None:
+    seen = lightning_run(tmp_path, "tuple", checkpoints=True)  # 3 epochs, a checkpoint after each
+    assert seen
+    first_epoch = next((tmp_path / "checkpoints").glob("epoch=0*.ckpt"))
+    lightning_run(tmp_path, "tuple", ckpt_path=first_epoch)  # epochs 1 and 2 again, from epoch 0's end
+    assert_each_example_once_per_epoch(tmp_path / "run", 3, examples=40)
+    with analytics.open_run(tmp_path / "run") as run:
+        owners = run.sql("SELECT epoch, min(attempt) AS a, max(attempt) AS b FROM records GROUP BY epoch "
+                         "ORDER BY epoch")
+    assert owners.rows() == [(0, 0, 0), (1, 1, 1), (2, 1, 1)]
 
 
 @pytest.mark.parametrize("batches", ["tuple", "dict"])
