@@ -101,7 +101,13 @@ class DuckDBEngine:
         return self.connection.sql(query, params=dict(params or {}))
 
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
-        return self.frame(query, params).pl()
+        relation = self.frame(query, params)
+        try:
+            return relation.pl()
+        except pl.exceptions.PolarsError as error:
+            types = ", ".join(f"{name} {kind}" for name, kind in zip(relation.columns, relation.types, strict=True))
+            raise ValueError(f"query: Polars cannot hold a column of the result ({types}): "
+                             f"{str(error).splitlines()[0]}; cast it in the query, e.g. CAST(x AS VARCHAR)") from None
 
     def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         relation = self.frame(query, params)

@@ -60,3 +60,22 @@ def test_ids_beyond_int64_are_errors_not_wrapped(tmp_path) -> None:
         for ids in (np.array([1, 2**63], dtype=np.uint64), [1, 2**63]):
             with pytest.raises(ValueError, match=r"sample_ids: expected ids that fit int64 .* got 9223372036854775808"):
                 rec.log(ids, torch.randn(2, 3), torch.tensor([0, 1]), epoch=0)
+
+
+def test_result_types_polars_cannot_hold_are_a_one_line_error(small_run, capsys) -> None:
+    path, _ = small_run
+    assert main(["sql", str(path), "SELECT INTERVAL 1 DAY AS waited, 2 AS n"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("tdlog sql: error: query: Polars cannot hold a column of the result (waited INTERVAL")
+    assert error.count("\n") == 1 and "CAST(x AS VARCHAR)" in error
+
+
+def test_garbled_run_json_and_parquet_footer_errors_name_the_file(small_run, capsys) -> None:
+    path, _ = small_run
+    part = next((path / "records").rglob("*.parquet"))
+    part.write_bytes(part.read_bytes()[:-12] + b"garbage!PAR1")
+    assert main(["info", str(path)]) == 1
+    assert str(part) in capsys.readouterr().err
+    (path / "run.json").write_text('{"format": ')
+    assert main(["info", str(path)]) == 1
+    assert capsys.readouterr().err.startswith(f"tdlog info: error: {path / 'run.json'}: not valid JSON")
