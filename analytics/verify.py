@@ -2,6 +2,7 @@
 
 - ``run.json``: JSON, a tdlog run of a version this tdlog reads;
 - ``_attempts/attempt-K.json``: JSON with ``attempt = K``, ``start_epoch`` (int or null), ``world_size``;
+  one for every attempt that has records files (without it none of its rows count);
 - ``_committed/*.json``: JSON listing files that exist;
 - every committed records and samples file: a whole Parquet file whose pages pass their CRC checksums
   (written since format version 2; older files have none to check), every row readable, the columns of its
@@ -23,6 +24,7 @@ from tdlog.format import (
     ATTEMPTS_DIR,
     COMMITTED_DIR,
     MANIFEST,
+    PART_FILE,
     check_manifest,
     committed_files,
     parse_json,
@@ -38,16 +40,17 @@ SAMPLES_COLUMNS = {"sample_id": None, "label": "int32", "target": "int32", "is_t
 
 
 def verify_run(path: str | os.PathLike, *, filesystem: Any = None, progress: bool | None = None) -> pl.DataFrame:
-    """Check the run at ``path`` (a folder or a URI); ``file, problem`` for each problem found."""
+    """Check the run at ``path`` (a folder or a URI); ``file, problem`` for each problem found.
+    ``FileNotFoundError`` when there is no run there."""
     store = RunStore(path, filesystem)
     problems: list[tuple[str, str]] = []
     sizes = store.listing()
+    if MANIFEST not in sizes:
+        raise FileNotFoundError(f"path: no tdlog run at {store.location} (no {MANIFEST})")
     try:
-        manifest = parse_json(store.read(MANIFEST), f"{store.location}/{MANIFEST}") if MANIFEST in sizes else None
+        manifest = parse_json(store.read(MANIFEST), f"{store.location}/{MANIFEST}")
     except ValueError as error:
         manifest, problems = None, [(MANIFEST, str(error))]
-    if MANIFEST not in sizes:
-        return _table([(MANIFEST, f"missing: no tdlog run at {store.location}")])
     if manifest is not None:
         try:
             check_manifest(manifest, MANIFEST)
@@ -59,6 +62,10 @@ def verify_run(path: str | os.PathLike, *, filesystem: Any = None, progress: boo
     except ValueError:  # a garbled manifest: already reported; check every data file instead
         files = committed_files({n: s for n, s in sizes.items() if not n.startswith(COMMITTED_DIR + "/")},
                                 store.read, where=store.location)
+    attempts = {f"{ATTEMPTS_DIR}/attempt-{m.group(1)}.json" for m in map(PART_FILE.match, (
+        name.rsplit("/", 1)[1] for name in files.records)) if m}
+    problems += [(name, "missing: records of this attempt have no attempt file, so none of them count")
+                 for name in sorted(attempts - set(files.attempts))]
     id_type = (manifest or {}).get("sample_id_type")
     data = [(name, RECORDS_COLUMNS) for name in files.records] + [(name, SAMPLES_COLUMNS) for name in files.samples]
     show = sys.stderr.isatty() if progress is None else progress

@@ -67,3 +67,11 @@ def test_a_corrupt_file_of_either_kind_is_named(small_run, kind) -> None:
     data[len(data) // 3] ^= 0x10
     target.write_bytes(bytes(data))
     assert verify_run(path)["file"].to_list() == [target.relative_to(path).as_posix()]
+
+
+def test_a_deleted_attempt_file_is_named(tmp_path) -> None:
+    write_run(tmp_path / "run", num_samples=8, epochs=2)
+    write_run(tmp_path / "run", num_samples=8, epochs=2)  # a second attempt
+    (tmp_path / "run" / "_attempts" / "attempt-1.json").unlink()
+    problems = dict(verify_run(tmp_path / "run").iter_rows())
+    assert list(problems) == ["_attempts/attempt-1.json"] and problems["_attempts/attempt-1.json"].startswith("missing")
