@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from polars.testing import assert_frame_equal
 
 import tdlog.analytics as analytics
-from tdlog.recorder import Recorder
+from tdlog.recorder import FORMAT_VERSION, Recorder
 from tdlog.recorder.sequence import sequence_statistics
 from tests.conftest import write_run
 from tests.reference import record_statistics
@@ -147,10 +147,10 @@ def test_a_version_1_run_reads_as_before(tmp_path) -> None:
     with analytics.open_run(old) as run_old, analytics.open_run(tmp_path / "new") as run_new:
         assert_frame_equal(run_old.scores(), run_new.scores())
         assert run_old.info()["format_version"] == 1
-    # a version-2 writer resuming it (the same rows again, a new attempt): files of both versions in one run
+    # a current writer resuming it (the same rows again, a new attempt): files of both versions in one run
     write_run(old, num_samples=24, epochs=4)
     with analytics.open_run(old) as run_old, analytics.open_run(tmp_path / "new") as run_new:
-        assert run_old.info()["format_version"] == 2
+        assert run_old.info()["format_version"] == FORMAT_VERSION
         assert run_old.sql("SELECT count(DISTINCT attempt) AS n FROM raw_records")["n"][0] == 2
         assert run_old.sql("SELECT count(*) AS n FROM records WHERE correct IS NULL OR tokens <> 1")["n"][0] == 0
         assert_frame_equal(run_old.scores(), run_new.scores())
