@@ -96,8 +96,9 @@ def test_a_built_wheel_installs_only_tdlog_at_the_top_level(tmp_path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"tdlog", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1]
                                                 + ".dist-info"}
-    for expected in ("tdlog/format.py", "tdlog/recorder/recorder.py", "tdlog/analytics/run.py", "tdlog/cli.py",
-                     "tdlog/demo/pipeline.py", "tdlog/analytics/sql/scores.sql", "tdlog/__main__.py"):
-        assert expected in names
+    expected = {f"{package.replace('.', '/')}/{path.relative_to(folder).as_posix()}"
+                for package, folder in PACKAGES.items() for path in folder.rglob("*.py")}
+    expected |= {f"tdlog/analytics/sql/{path.name}" for path in (ROOT / "sql").glob("*.sql")}
+    assert expected - set(names) == set()  # every module and query file of the repository is in the wheel
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "tdlog = tdlog.cli:main" in entry_points
