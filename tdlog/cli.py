@@ -35,8 +35,16 @@ def _param(text: str) -> tuple[str, object]:
         return name, value
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the command line's error contract: one line on stderr, exit status 1."""
+
+    def error(self, message: str) -> None:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tdlog", description="Training-dynamics log store and analytics.")
+    parser = OneLineParser(prog="tdlog", description="Training-dynamics log store and analytics.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def run_command(name: str, help_text: str) -> argparse.ArgumentParser:

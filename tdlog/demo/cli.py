@@ -11,7 +11,9 @@ from .digits import NOISE_MODELS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from tdlog.cli import OneLineParser
+
+    parser = OneLineParser(
         prog="tdlog demo", description="noisy digits end to end: record, detect, compare, retrain, report")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: a fresh ./tdlog-demo/DATE)")
     parser.add_argument("--noise-rate", type=float, default=0.2, help="share of labels flipped (default 0.2)")

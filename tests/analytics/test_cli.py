@@ -114,7 +114,8 @@ def test_cli_errors_are_one_line(scored_run, tmp_path, args, message) -> None:
 def test_bad_epoch_range_is_a_usage_error(scored_run) -> None:
     path, _ = scored_run
     result = tdlog("score", str(path), "--out", "x.parquet", "--epochs", "3")
-    assert result.returncode == 2 and "expected FROM:TO" in result.stderr
+    assert result.returncode == 1 and "expected FROM:TO" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_info_is_plain_data(scored_run) -> None:
@@ -123,3 +124,13 @@ def test_info_is_plain_data(scored_run) -> None:
         info = run.info()
     json.dumps(info)  # plain data
     assert info["splits"][0]["samples"] == 120 and info["size_bytes"] > 0
+
+
+@pytest.mark.parametrize("args", [["score", "RUN", "--epochs", "abc", "--out", "x.parquet"], ["info"],
+                                  ["nosuchcommand"], ["info", "RUN", "--bogus"]])
+def test_usage_errors_are_one_line_with_status_1(args, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("tdlog") and ": error: " in error and error.count("\n") == 1
