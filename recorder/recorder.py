@@ -226,11 +226,7 @@ class Recorder:
             self._log_sequence(sample_ids, logits, targets, loss, epoch=epoch, split=split, step=step, shift=shift)
             return
         check_logits(logits, self.num_outputs)
-        batch_size = logits.shape[0]
-        check_targets(targets, (batch_size,), logits.device)
-        check_loss(loss, batch_size)
-        epoch = check_epoch(epoch)
-        split = self.default_split if split is None else check_split(split)
+        batch_size, epoch, split = self._check_batch(logits, targets, loss, epoch, split, (logits.shape[0],))
         if batch_size == 0:  # an empty batch (the last of a filtered loader): nothing to record
             return
         ids = self._prepare_ids(sample_ids, batch_size)
@@ -248,6 +244,12 @@ class Recorder:
             check_target_range("targets", int(lowest), int(highest), self.num_outputs)
             self._stage_host(ids, logits, targets, loss, epoch, split, step)
 
+    def _check_batch(self, logits, targets, loss, epoch, split, target_shape) -> tuple[int, int, str]:
+        """``(batch size, epoch, split)`` of a batch whose targets, loss, epoch and split are as expected."""
+        check_targets(targets, target_shape, logits.device)
+        check_loss(loss, logits.shape[0])
+        return logits.shape[0], check_epoch(epoch), self.default_split if split is None else check_split(split)
+
     def _log_sequence(self, sample_ids, logits, targets, loss, *, epoch, split, step, shift) -> None:
         """``log()`` of token logits ``[B, T, V]``: one row per example (see :mod:`tdlog.recorder.sequence`),
         computed on the logits' device in ``log()`` and handed to the writer as computed statistics."""
@@ -255,12 +257,8 @@ class Recorder:
         if self._writer_options["logits"] != "none":
             raise ValueError(f"logits: keeping logits ({self._writer_options['logits']!r}) is for classification "
                              "runs; token logits [B, T, V] are reduced to one row per example (use logits='none')")
-        batch_size = logits.shape[0]
-        check_targets(targets, tuple(logits.shape[:2]), logits.device)
-        check_loss(loss, batch_size)
-        epoch = check_epoch(epoch)
-        split = self.default_split if split is None else check_split(split)
-        if batch_size == 0:  # an empty batch (the last of a filtered loader): nothing to record
+        batch_size, epoch, split = self._check_batch(logits, targets, loss, epoch, split, tuple(logits.shape[:2]))
+        if batch_size == 0:
             return
         ids = self._prepare_ids(sample_ids, batch_size)
         step = self._next_step(step, epoch, split)
