@@ -42,6 +42,16 @@ def fit_mixture(values: np.ndarray, *, seed: int = 0) -> tuple[GaussianMixture, 
     return model, int(np.argmax(model.means_.reshape(-1)))
 
 
+def nothing_to_separate(values: np.ndarray, score: str) -> bool:
+    """Every one of the finite ``values`` is the same: no component can be called mislabeled. Warns (a
+    ``RuntimeWarning`` naming ``score``) when so."""
+    if np.ptp(values) != 0:
+        return False
+    warnings.warn(f"score: every {score!r} is {values[0]}; no sample is called mislabeled (noise rate 0)",
+                  RuntimeWarning, stacklevel=3)
+    return True
+
+
 def fit_gmm(
     frame: pl.DataFrame, score: str, *, seed: int = 0, fit_sample: int | None = DEFAULT_FIT_SAMPLE
 ) -> GMMResult:
@@ -60,9 +70,7 @@ def fit_gmm(
     if finite.sum() < 2:
         raise ValueError(f"score: need at least 2 finite values of {score!r} to fit a mixture, got {finite.sum()}")
     fit_values = values[finite]
-    if np.ptp(fit_values) == 0:
-        warnings.warn(f"score: every {score!r} is {fit_values[0]}; no sample is called mislabeled (noise rate 0)",
-                      RuntimeWarning, stacklevel=2)
+    if nothing_to_separate(fit_values, score):
         p_mislabeled = np.where(finite, 0.0, np.nan)
         return GMMResult(score, 0.0, (float(fit_values[0]),) * 2, (0.0, 0.0), (1.0, 0.0), int(fit_values.size),
                          _table(frame, score, values, p_mislabeled))

@@ -66,9 +66,10 @@ class Run:
         self._register()
 
     def _register(self) -> None:
-        if self.snapshot.key() != self._registered:
+        key = self.snapshot.key()
+        if key != self._registered:
             self.engine.register(self.snapshot)
-            self._registered = self.snapshot.key()
+            self._registered = key
 
     # --- SQL ----------------------------------------------------------------------------------------
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:

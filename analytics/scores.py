@@ -24,15 +24,13 @@ from .threshold import cutoff_of
 if TYPE_CHECKING:
     from .engine import Engine
 
-SCORE_COLUMNS = ("sample_id", "aum", "aul", "confidence", "variability", "correctness", "el2n", "never_learned",
-                 "forgetting_events", "first_learned_epoch", "learned_for_good_epoch", "epochs")
-
-
 def score_table(engine: Engine, *, epochs: range | None = None, split: str = "train",
                 el2n_epochs: range | None = None) -> pl.DataFrame:
-    """``SCORE_COLUMNS`` of every sample with rows in ``split`` and ``epochs`` (see ``sql/scores.sql``),
-    joined with the samples table (``is_threshold`` false where unregistered), by ``sample_id``. EL2N spans
-    ``el2n_epochs`` (default: the first 10 % of the recorded epochs)."""
+    """``sample_id, aum, aul, confidence, variability, correctness, el2n, never_learned, forgetting_events,
+    first_learned_epoch, learned_for_good_epoch, epochs`` of every sample with rows in ``split`` and
+    ``epochs`` (see ``sql/scores.sql``), joined with the samples table (``is_threshold`` false where
+    unregistered), by ``sample_id``. EL2N spans ``el2n_epochs`` (default: the first 10 % of the recorded
+    epochs)."""
     lower, upper = epoch_bounds(epochs)
     recorded = recorded_epochs(engine, split)
     el2n_to = early_end(recorded) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from tdlog.format import RECORDS_DIR, SAMPLES_DIR
 
+from .engine import VIEWS
 from .views import EPOCH_STATS_SELECT, attempt_ranges, raw_records_stub, records_select, samples_stub
 
 if TYPE_CHECKING:
@@ -132,5 +133,5 @@ class SparkEngine:
 
     def close(self) -> None:
         """Drop this run's views (the SparkContext stays: it is the caller's)."""
-        for name in ("samples", "epoch_stats", "records", "attempts", "raw_records"):
+        for name in reversed(VIEWS):  # a view before the views it reads
             self.session.catalog.dropTempView(name)

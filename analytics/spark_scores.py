@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import queries
 from .epochs import early_end, epoch_bounds, recorded_epochs
-from .gmm import DEFAULT_FIT_SAMPLE, fit_mixture
+from .gmm import DEFAULT_FIT_SAMPLE, fit_mixture, nothing_to_separate
 from .spark_engine import to_polars
 
 if TYPE_CHECKING:
@@ -52,9 +51,7 @@ def write_scores(
         table = table.withColumn("aum_flagged", (F.col("aum") < F.lit(cutoff)) & ~F.col("is_threshold"))
     real = ~F.col("is_threshold") & F.col("probe").isNull()
     fit = _gmm_fit_values(table.filter(real & F.col("aul").isNotNull() & ~F.isnan("aul")), seed, fit_sample)
-    if len(fit) >= 2 and np.ptp(fit) == 0:  # nothing to separate (as analytics.gmm.fit_gmm)
-        warnings.warn(f"score: every 'aul' is {fit[0]}; no sample is called mislabeled (noise rate 0)",
-                      RuntimeWarning, stacklevel=2)
+    if len(fit) >= 2 and nothing_to_separate(fit, "aul"):
         table = table.withColumn("p_mislabeled", F.when(real, F.lit(0.0)))
     elif len(fit) >= 2:
         model, noisy = fit_mixture(fit, seed=seed)

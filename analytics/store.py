@@ -100,9 +100,7 @@ class RunStore:
 
     def listing(self) -> dict[str, int]:
         """``{name in the run: size}`` of every file of the run."""
-        if self.filesystem is None:
-            return list_local(self.root)
-        return {name: info.size for name, info in list_files(self.filesystem, self.root).items()}
+        return {name: size for name, (size, _) in self.identities().items()}
 
     def read(self, name: str) -> bytes:
         """The bytes of the run's file ``name``."""
@@ -136,8 +134,8 @@ def sync_run(uri: str, *, cache_dir: str | os.PathLike | None = None,
     local = Path(cache_dir) if cache_dir is not None else (
         Path(tempfile.gettempdir()) / "tdlog-cache" / hashlib.sha1(uri.encode()).hexdigest()[:16])
     identities = store.identities()
-    sizes = {name: size for name, (size, _) in identities.items()}
-    files = committed_files(sizes, store.read, where=store.location)
+    files = committed_files({name: size for name, (size, _) in identities.items()}, store.read,
+                            where=store.location)
     index_path = local / CACHE_INDEX
     cached = json.loads(index_path.read_text()) if index_path.exists() else {}
     wanted = (MANIFEST, *files.attempts, *files.records, *files.samples)

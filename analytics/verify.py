@@ -25,6 +25,7 @@ from tdlog.format import (
     COMMITTED_DIR,
     MANIFEST,
     PART_FILE,
+    attempt_name,
     check_manifest,
     committed_files,
     parse_json,
@@ -62,7 +63,7 @@ def verify_run(path: str | os.PathLike, *, filesystem: Any = None, progress: boo
     except ValueError:  # a garbled manifest: already reported; check every data file instead
         files = committed_files({n: s for n, s in sizes.items() if not n.startswith(COMMITTED_DIR + "/")},
                                 store.read, where=store.location)
-    attempts = {f"{ATTEMPTS_DIR}/attempt-{m.group(1)}.json" for m in map(PART_FILE.match, (
+    attempts = {attempt_name(int(m.group(1))) for m in map(PART_FILE.match, (
         name.rsplit("/", 1)[1] for name in files.records)) if m}
     problems += [(name, "missing: records of this attempt have no attempt file, so none of them count")
                  for name in sorted(attempts - set(files.attempts))]

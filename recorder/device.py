@@ -70,22 +70,22 @@ def statistics_batch(ids, targets: torch.Tensor, floats: torch.Tensor, ints: tor
     tensors are copied to pinned host memory without a sync (the writer waits for ``copied``); CPU
     tensors are handed over as they are. ``targets`` are kept for the writer's error message when
     ``out_of_range`` is true."""
-    if not floats.is_cuda:
-        return PendingBatch(split=split, epoch=epoch, step=step, ids=_host_ids(ids), targets=targets,
-                            floats=floats, ints=ints, kept=kept, target_out_of_range=out_of_range, copied=None)
+    on_device = floats.is_cuda
+    copy = _host_copy if on_device else (lambda tensor: tensor)
     batch = PendingBatch(
         split=split,
         epoch=epoch,
         step=step,
         ids=_host_ids(ids),
-        targets=_host_copy(targets),
-        floats=_host_copy(floats),
-        ints=_host_copy(ints),
-        kept=tuple(_host_copy(t) for t in kept),
-        target_out_of_range=_host_copy(out_of_range),
-        copied=torch.cuda.Event(),
+        targets=copy(targets),
+        floats=copy(floats),
+        ints=copy(ints),
+        kept=tuple(copy(t) for t in kept),
+        target_out_of_range=copy(out_of_range),
+        copied=torch.cuda.Event() if on_device else None,
     )
-    batch.copied.record()  # after the copies above: the writer waits for it
+    if on_device:
+        batch.copied.record()  # after the copies above: the writer waits for it
     return batch
 
 

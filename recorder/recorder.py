@@ -20,14 +20,13 @@ from .commit import commit_table
 from .device import DeviceBatches, PendingBatch, device_batch, statistics_batch
 from .remote import RemoteMirror
 from .samples import build_samples_table, drop_already_registered, read_registered
-from .sequence import CHUNK_VALUES, IGNORE_INDEX, sequence_statistics
+from .sequence import CHUNK_VALUES, IGNORE_INDEX, scored_targets, sequence_statistics
 from .staging import HostChunk
 from .validate import (
     check_epoch,
     check_id_type,
     check_logits,
     check_loss,
-    check_sequence_logits,
     check_split,
     check_target_range,
     check_targets,
@@ -222,10 +221,10 @@ class Recorder:
                 models' own loss does (pass their ``labels`` as ``targets``).
         """
         self._raise_pending_errors()
-        if isinstance(logits, torch.Tensor) and logits.dim() == 3:
+        check_logits(logits, self.num_outputs)
+        if logits.dim() == 3:
             self._log_sequence(sample_ids, logits, targets, loss, epoch=epoch, split=split, step=step, shift=shift)
             return
-        check_logits(logits, self.num_outputs)
         batch_size, epoch, split = self._check_batch(logits, targets, loss, epoch, split, (logits.shape[0],))
         if batch_size == 0:  # an empty batch (the last of a filtered loader): nothing to record
             return
@@ -253,7 +252,6 @@ class Recorder:
     def _log_sequence(self, sample_ids, logits, targets, loss, *, epoch, split, step, shift) -> None:
         """``log()`` of token logits ``[B, T, V]``: one row per example (see :mod:`tdlog.recorder.sequence`),
         computed on the logits' device in ``log()`` and handed to the writer as computed statistics."""
-        check_sequence_logits(logits, self.num_outputs)
         if self._writer_options["logits"] != "none":
             raise ValueError(f"logits: keeping logits ({self._writer_options['logits']!r}) is for classification "
                              "runs; token logits [B, T, V] are reduced to one row per example (use logits='none')")
@@ -262,13 +260,14 @@ class Recorder:
             return
         ids = self._prepare_ids(sample_ids, batch_size)
         step = self._next_step(step, epoch, split)
-        scored = targets[:, 1:] if shift else targets
+        scored = scored_targets(targets, shift=shift)
         bad = ((scored < 0) & (scored != IGNORE_INDEX)) | (scored >= self.num_outputs)
-        if not logits.is_cuda and bool(bad.any()):
+        any_bad = bad.any()  # stays on the device for CUDA batches: the writer checks it
+        if not logits.is_cuda and bool(any_bad):
             check_target_range("targets", int(scored[bad].min()), int(scored[bad].max()), self.num_outputs)
-        floats, ints = sequence_statistics(logits, targets, loss, shift=shift, scratch=self._scratch_for(logits))
+        floats, ints = sequence_statistics(logits, scored, loss, scratch=self._scratch_for(logits))
         shown = scored.masked_fill(scored == IGNORE_INDEX, 0).reshape(-1)  # for the writer's error message
-        self._stage_device(statistics_batch(ids, shown, floats, ints, (), bad.any(), epoch=epoch, split=split,
+        self._stage_device(statistics_batch(ids, shown, floats, ints, (), any_bad, epoch=epoch, split=split,
                                             step=step), batch_size)
 
     def _scratch_for(self, logits: torch.Tensor) -> torch.Tensor:

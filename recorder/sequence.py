@@ -42,8 +42,7 @@ def sequence_statistics(
     outside ``[0, V)`` (other than ``ignore_index``) are clamped; the caller refuses such a batch.
     ``scratch``: a float32 tensor of at least ``min(chunk_values, B * T * V)`` elements on the logits'
     device, reused across calls (fresh host memory costs page faults on every call: 3x the softmax)."""
-    if shift:  # the targets move, not the logits (a slice of them would be copied): the last token is not scored
-        targets = torch.nn.functional.pad(targets[:, 1:], (0, 1), value=ignore_index)
+    targets = scored_targets(targets, shift=shift, ignore_index=ignore_index)
     batch, length, vocabulary = logits.shape
     flat_logits, flat_targets = logits.reshape(batch * length, vocabulary), targets.reshape(-1)  # views, usually
     example = torch.arange(batch, device=logits.device).repeat_interleave(length)
@@ -64,6 +63,13 @@ def sequence_statistics(
     no_class = torch.full((batch,), NO_CLASS, dtype=torch.int32, device=logits.device)
     ints = torch.stack([no_class, no_class, no_class, tokens.to(torch.int32)])
     return means, ints
+
+
+def scored_targets(targets: torch.Tensor, *, shift: bool, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """The target each token position is scored against: ``targets`` itself, or with ``shift`` the next
+    token's (``ignore_index`` for the last position). The targets move, not the logits: a slice of the
+    logits would be copied."""
+    return torch.nn.functional.pad(targets[:, 1:], (0, 1), value=ignore_index) if shift else targets
 
 
 def _token_statistics(logits: torch.Tensor, y: torch.Tensor,

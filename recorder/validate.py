@@ -15,15 +15,17 @@ INT64_MAX = 2**63 - 1
 
 
 def check_logits(logits: Any, num_outputs: int) -> None:
+    """``logits``: a floating-point ``[batch, num_outputs]`` tensor, or token logits ``[batch, tokens,
+    num_outputs]`` of a sequence model."""
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits: expected a torch.Tensor, got {type(logits).__name__}")
-    if logits.dim() != 2:
-        raise ValueError(f"logits: expected a 2-D tensor [batch, {num_outputs}], got shape {tuple(logits.shape)}")
-    if logits.shape[1] != num_outputs:
-        raise ValueError(
-            f"logits: expected {num_outputs} columns (the run's number of model outputs), "
-            f"got shape {tuple(logits.shape)}"
-        )
+    if logits.dim() not in (2, 3):
+        raise ValueError(f"logits: expected a 2-D tensor [batch, {num_outputs}] (or token logits [batch, tokens, "
+                         f"{num_outputs}]), got shape {tuple(logits.shape)}")
+    if logits.shape[-1] != num_outputs:
+        expected = f"{num_outputs} columns" if logits.dim() == 2 else f"token logits [batch, tokens, {num_outputs}]"
+        raise ValueError(f"logits: expected {expected} (the run's number of model outputs), "
+                         f"got shape {tuple(logits.shape)}")
     if not logits.is_floating_point():
         raise TypeError(f"logits: expected a floating-point tensor, got dtype {logits.dtype}")
 
@@ -38,14 +40,6 @@ def check_targets(targets: Any, shape: tuple[int, ...], device: torch.device) ->
         raise TypeError(f"targets: expected an integer tensor of class indices, got dtype {targets.dtype}")
     if tuple(targets.shape) != shape:
         raise ValueError(f"targets: expected shape {shape} to match logits, got {tuple(targets.shape)}")
-
-
-def check_sequence_logits(logits: torch.Tensor, num_outputs: int) -> None:
-    if logits.shape[2] != num_outputs:
-        raise ValueError(f"logits: expected token logits [batch, tokens, {num_outputs}] (the run's number of model "
-                         f"outputs), got shape {tuple(logits.shape)}")
-    if not logits.is_floating_point():
-        raise TypeError(f"logits: expected a floating-point tensor, got dtype {logits.dtype}")
 
 
 def check_loss(loss: Any, batch_size: int) -> None:

@@ -150,17 +150,25 @@ def test_evaluation_batches_go_to_split_eval(tmp_path) -> None:
     assert splits.rows() == [("eval", EXAMPLES), ("train", EXAMPLES)]
 
 
-def test_a_resumed_trainer_counts_each_epoch_once(tmp_path) -> None:
+def train_then_resume(tmp_path: Path, first_args: dict, checkpoint_name: str, resumed_args: dict) -> Path:
+    """Train to the end with checkpoints, then resume from ``out/checkpoint_name`` in a new Trainer (a new
+    process would do the same); both recorded to ``run``. Returns the checkpoint."""
     data = add_sample_ids(datasets.Dataset.from_dict(token_data()))
-    first = Trainer(model=classifier(), args=arguments(tmp_path / "out", save_strategy="epoch"), train_dataset=data)
+    first = Trainer(model=classifier(), args=arguments(tmp_path / "out", **first_args), train_dataset=data)
     attach(first, tmp_path / "run")
     first.train()
     first._tdlog_recorder.close()
-    checkpoint = min((tmp_path / "out").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))  # epoch 1
-    resumed = Trainer(model=classifier(), args=arguments(tmp_path / "out", num_train_epochs=3), train_dataset=data)
+    checkpoint = tmp_path / "out" / checkpoint_name
+    resumed = Trainer(model=classifier(), args=arguments(tmp_path / "out", **resumed_args), train_dataset=data)
     recorder = attach(resumed, tmp_path / "run")
     resumed.train(resume_from_checkpoint=str(checkpoint))
     recorder.close()
+    return checkpoint
+
+
+def test_a_resumed_trainer_counts_each_epoch_once(tmp_path) -> None:
+    # 6 steps an epoch: checkpoint-6 is the end of epoch 1
+    train_then_resume(tmp_path, {"save_strategy": "epoch"}, "checkpoint-6", {"num_train_epochs": 3})
     assert_each_example_once_per_epoch(tmp_path / "run", 3)
     with analytics.open_run(tmp_path / "run") as run:
         owners = run.sql("SELECT epoch, min(attempt) AS a, max(attempt) AS b FROM records GROUP BY epoch "
@@ -172,18 +180,9 @@ def test_a_resumed_trainer_counts_each_epoch_once(tmp_path) -> None:
 def test_a_trainer_resumed_from_the_middle_of_an_epoch_counts_each_example_once(tmp_path) -> None:
     """Checkpoints every 3 steps (6 steps an epoch); the run is resumed from the one in the middle of epoch 0
     after the first training went on to the end: the rows logged after that checkpoint stop counting."""
-    data = add_sample_ids(datasets.Dataset.from_dict(token_data()))
     args = {"save_strategy": "steps", "save_steps": 3}
-    first = Trainer(model=classifier(), args=arguments(tmp_path / "out", **args), train_dataset=data)
-    attach(first, tmp_path / "run")
-    first.train()
-    first._tdlog_recorder.close()
-    checkpoint = tmp_path / "out" / "checkpoint-3"
+    checkpoint = train_then_resume(tmp_path, args, "checkpoint-3", args)
     assert (checkpoint / "tdlog_recorder-r0.json").exists()
-    resumed = Trainer(model=classifier(), args=arguments(tmp_path / "out", **args), train_dataset=data)
-    recorder = attach(resumed, tmp_path / "run")
-    resumed.train(resume_from_checkpoint=str(checkpoint))
-    recorder.close()
     assert_each_example_once_per_epoch(tmp_path / "run", 2)
     with analytics.open_run(tmp_path / "run") as run:
         owners = run.sql("SELECT epoch, attempt, count(*) AS n FROM records GROUP BY epoch, attempt "
