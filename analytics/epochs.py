@@ -28,6 +28,14 @@ def recorded_epochs(engine: Engine, split: str = "train") -> list[int]:
     return engine.sql(queries.load("epochs"), {"split": split})["epoch"].to_list()
 
 
+def recorded_span(recorded: list[int], epochs: range | None) -> tuple[int | None, int | None]:
+    """``(epoch_from, epoch_to)``: the first and one past the last of the ``recorded`` epochs inside
+    ``epochs`` (default: all); ``(None, None)`` when there are none."""
+    lower, upper = epoch_bounds(epochs)
+    inside = [e for e in recorded if lower <= e < upper]
+    return (inside[0], inside[-1] + 1) if inside else (None, None)
+
+
 def early_end(recorded: list[int]) -> int:
     """End (exclusive) of the first 10 % of the ``recorded`` epochs, at least one: EL2N's default range."""
     return recorded[max(1, math.ceil(len(recorded) / 10)) - 1] + 1 if recorded else 0

@@ -26,6 +26,7 @@ from .mapd import BLOCK_VALUES, mapd, mapd_accuracy, mapd_epochs, probe_suites
 from .scores import add_flags, real_samples, score_table
 from .store import RunSnapshot, RunStore, sync_run
 from .threshold import threshold_cutoff
+from .window import AUTO, Epochs, EpochWindow, check_epochs_argument, choose_window, warn_if_memorised
 
 ENGINES = ("duckdb", "spark")
 
@@ -38,6 +39,7 @@ class Run:
         self.engine = engine
         self.snapshot: RunSnapshot = snapshot or store.snapshot()
         self._registered: tuple | None = None
+        self._windows: dict[tuple, EpochWindow | None] = {}
         self._register()
 
     @property
@@ -97,20 +99,47 @@ class Run:
         self._refresh()
         return recorded_epochs(self.engine, split)
 
+    # --- the epoch window ---------------------------------------------------------------------------
+    def epoch_window(self, *, split: str = "train") -> EpochWindow | None:
+        """The epoch window ``epochs="auto"`` chooses from the threshold samples (None without them): the
+        prefix window of the recorded epochs, a quarter of them or longer, in which the threshold samples'
+        AUM stands apart best from the other samples'; with the criterion per epoch. See
+        :mod:`tdlog.analytics.window`. Computed once per state of the run."""
+        self._refresh()
+        key = (self.snapshot.key(), split)
+        if key not in self._windows:
+            self._windows[key] = choose_window(self.engine, split=split)
+        return self._windows[key]
+
+    def _epochs(self, epochs: Epochs, split: str) -> range | None:
+        """``epochs`` as a range or None (every epoch): ``"auto"`` is the :meth:`epoch_window` when the run
+        has threshold samples, else every epoch (with a warning when the training accuracy suggests that
+        later epochs fit wrong labels)."""
+        check_epochs_argument(epochs)
+        if epochs != AUTO:
+            return epochs
+        known = (self.snapshot.key(), split) in self._windows
+        window = self.epoch_window(split=split)
+        if window is None and not known:
+            warn_if_memorised(self.engine.sql(queries.load("epochs"), {"split": split}))
+        return None if window is None else window.epochs
+
     # --- scores -------------------------------------------------------------------------------------
-    def aum(self, *, epochs: range | None = None, split: str = "train", per_update: bool = False) -> pl.DataFrame:
-        """AUM per sample: ``aum = mean_e margin_e`` over epochs ``e`` in ``epochs`` (default: all recorded
-        epochs of ``split``), ``margin_e`` the sample's mean margin ``z_y - max_{j != y} z_j`` in epoch ``e``.
-        ``per_update=True`` averages every observation instead (equal to the ``aum`` package).
-        Columns ``sample_id, aum, epochs`` (or ``updates``), ascending AUM (most suspicious first)."""
-        lower, upper = epoch_bounds(epochs)
+    def aum(self, *, epochs: Epochs = AUTO, split: str = "train", per_update: bool = False) -> pl.DataFrame:
+        """AUM per sample: ``aum = mean_e margin_e`` over epochs ``e`` in ``epochs``, ``margin_e`` the
+        sample's mean margin ``z_y - max_{j != y} z_j`` in epoch ``e``. ``epochs``: ``"auto"`` (default:
+        the :meth:`epoch_window` when the run has threshold samples, else every epoch), None (every
+        recorded epoch of ``split``) or a range. ``per_update=True`` averages every observation instead
+        (equal to the ``aum`` package). Columns ``sample_id, aum, epochs`` (or ``updates``), ascending AUM
+        (most suspicious first)."""
+        lower, upper = epoch_bounds(self._epochs(epochs, split))
         frame = self.query("aum_per_update" if per_update else "aum", split=split, epoch_from=lower, epoch_to=upper)
         return frame.sort(["aum", "sample_id"])
 
-    def aul(self, *, epochs: range | None = None, split: str = "train") -> pl.DataFrame:
-        """AUL per sample: ``aul = sum_e loss_e``, ``loss_e`` the sample's mean loss in epoch ``e``.
-        Columns ``sample_id, aul, epochs``, by ``sample_id``."""
-        lower, upper = epoch_bounds(epochs)
+    def aul(self, *, epochs: Epochs = AUTO, split: str = "train") -> pl.DataFrame:
+        """AUL per sample: ``aul = sum_e loss_e``, ``loss_e`` the sample's mean loss in epoch ``e``;
+        ``epochs`` as in :meth:`aum`. Columns ``sample_id, aul, epochs``, by ``sample_id``."""
+        lower, upper = epoch_bounds(self._epochs(epochs, split))
         return self.query("aul", split=split, epoch_from=lower, epoch_to=upper).sort("sample_id")
 
     def data_map(self, *, epochs: range | None = None, split: str = "train") -> pl.DataFrame:
@@ -135,26 +164,27 @@ class Run:
         lower, upper = epoch_bounds(epochs) if epochs is not None else (0, early_end(self.epochs(split)))
         return self.query("el2n", split=split, epoch_from=lower, epoch_to=upper).sort("sample_id")
 
-    def threshold_cutoff(self, *, percentile: float = 99, epochs: range | None = None, split: str = "train") -> float:
-        """AUM cutoff: the ``percentile``-th percentile (linear interpolation) of the threshold samples' AUM.
-        Real samples with AUM below it are flagged. Raises ``ValueError`` if the run has no threshold
-        samples (register them with ``tdlog.recorder.threshold_samples``)."""
+    def threshold_cutoff(self, *, percentile: float = 99, epochs: Epochs = AUTO, split: str = "train") -> float:
+        """AUM cutoff: the ``percentile``-th percentile (linear interpolation) of the threshold samples' AUM
+        (``epochs`` as in :meth:`aum`). Real samples with AUM below it are flagged. Raises ``ValueError``
+        if the run has no threshold samples (register them with ``tdlog.recorder.threshold_samples``)."""
         self._refresh()
-        return threshold_cutoff(self.engine, percentile=percentile, epochs=epochs, split=split)
+        return threshold_cutoff(self.engine, percentile=percentile, epochs=self._epochs(epochs, split), split=split)
 
-    def gmm(self, *, score: str = "aul", epochs: range | None = None, split: str = "train", seed: int = 0,
+    def gmm(self, *, score: str = "aul", epochs: Epochs = AUTO, split: str = "train", seed: int = 0,
             fit_sample: int | None = DEFAULT_FIT_SAMPLE) -> GMMResult:
         """Two-component GMM on ``score`` over the real samples (threshold and probe samples left out):
         ``p_mislabeled`` = posterior of the higher-mean component, ``noise_rate`` = its mean, ``flagged`` =
-        ``p_mislabeled > 0.5``, ``weight`` = ``1 - p_mislabeled``. See :func:`tdlog.analytics.gmm.fit_gmm`."""
+        ``p_mislabeled > 0.5``, ``weight`` = ``1 - p_mislabeled``; ``epochs`` as in :meth:`aum`. See
+        :func:`tdlog.analytics.gmm.fit_gmm`."""
         self._refresh()
-        table = real_samples(score_table(self.engine, epochs=epochs, split=split))
+        table = real_samples(score_table(self.engine, epochs=self._epochs(epochs, split), split=split))
         return fit_gmm(table, score, seed=seed, fit_sample=fit_sample)
 
     def scores(
         self,
         *,
-        epochs: range | None = None,
+        epochs: Epochs = AUTO,
         split: str = "train",
         el2n_epochs: range | None = None,
         percentile: float = 99,
@@ -169,8 +199,11 @@ class Run:
         real samples); with ``mapd`` (default: when the run has reference probes) the :meth:`mapd` columns
         ``p_<suite>, mapd_suite`` (``k = mapd_k``) and ``mapd_flagged`` (assigned to ``random_labels``).
         Definitions as in :meth:`aum`, :meth:`aul`, :meth:`data_map`, :meth:`el2n`, :meth:`forgetting`,
-        :meth:`threshold_cutoff` and :meth:`gmm`; see :mod:`tdlog.analytics.scores`."""
+        :meth:`threshold_cutoff` and :meth:`gmm`; see :mod:`tdlog.analytics.scores`. Every column but EL2N and
+        MAP-D spans ``epochs`` (as in :meth:`aum`: by default the :meth:`epoch_window` when the run has
+        threshold samples); ``epoch_from, epoch_to`` say which recorded epochs that was."""
         self._refresh()
+        epochs = self._epochs(epochs, split)
         table = score_table(self.engine, epochs=epochs, split=split, el2n_epochs=el2n_epochs)
         table = add_flags(table, percentile=percentile, seed=seed)
         if mapd or (mapd is None and probe_suites(self.engine)):
@@ -180,12 +213,13 @@ class Run:
                 table = table.with_columns(mapd_flagged=pl.col("mapd_suite") == "random_labels")
         return table
 
-    def write_scores(self, out: str | os.PathLike, *, epochs: range | None = None, split: str = "train",
+    def write_scores(self, out: str | os.PathLike, *, epochs: Epochs = AUTO, split: str = "train",
                      el2n_epochs: range | None = None, percentile: float = 99, seed: int = 0) -> int:
         """Write the :meth:`scores` table without MAP-D to ``out`` (``.parquet``, ``.csv`` or ``.json``;
         on Spark, computed and written by the executors as a folder of part files, see
         :func:`tdlog.analytics.spark_scores.write_scores`). Returns the number of rows written."""
         self._refresh()
+        epochs = self._epochs(epochs, split)
         if self.engine.dialect == "spark":
             from .spark_scores import write_scores
 
@@ -198,7 +232,7 @@ class Run:
         write_frame(table, out, argument="out")
         return table.height
 
-    def evaluate(self, *, epochs: range | None = None, split: str = "train", percentile: float = 99) -> pl.DataFrame:
+    def evaluate(self, *, epochs: Epochs = AUTO, split: str = "train", percentile: float = 99) -> pl.DataFrame:
         """Each method against the truth (``true_label`` registered with the samples): one row per method
         with ``precision, recall, f1, auroc, flagged``. See :func:`tdlog.analytics.evaluate.evaluate_scores`."""
         return evaluate_scores(self.scores(epochs=epochs, split=split, percentile=percentile))

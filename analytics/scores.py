@@ -17,7 +17,7 @@ import polars as pl
 
 from . import queries
 from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
-from .epochs import early_end, epoch_bounds, recorded_epochs
+from .epochs import early_end, epoch_bounds, recorded_epochs, recorded_span
 from .gmm import fit_gmm
 from .threshold import cutoff_of
 
@@ -29,20 +29,20 @@ def score_table(engine: Engine, *, epochs: range | None = None, split: str = "tr
     """``sample_id, aum, aul, confidence, variability, correctness, el2n, never_learned, forgetting_events,
     first_learned_epoch, learned_for_good_epoch, epochs`` of every sample with rows in ``split`` and
     ``epochs`` (see ``sql/scores.sql``), joined with the samples table (``is_threshold`` false where
-    unregistered), by ``sample_id``. EL2N spans ``el2n_epochs`` (default: the first 10 % of the recorded
-    epochs)."""
+    unregistered), by ``sample_id``, and ``epoch_from, epoch_to``: the recorded epochs the scores span
+    (the same in every row). EL2N spans ``el2n_epochs`` (default: the first 10 % of the recorded epochs)."""
     lower, upper = epoch_bounds(epochs)
     recorded = recorded_epochs(engine, split)
     el2n_to = early_end(recorded) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]
     params = {"split": split, "epoch_from": lower, "epoch_to": upper, "el2n_to": el2n_to}
-    in_range = [e for e in recorded if lower <= e < upper]
-    if engine.dialect == "duckdb" and in_range and in_range[-1] - in_range[0] < MAX_EPOCHS:
-        rows = _one_pass_rows(engine, params | {"epoch_from": in_range[0]}, params)
+    first, end = recorded_span(recorded, epochs)
+    if engine.dialect == "duckdb" and first is not None and end - first <= MAX_EPOCHS:
+        rows = _one_pass_rows(engine, params | {"epoch_from": first}, params)
     else:
         rows = engine.sql(queries.load("scores"), params)
     samples = engine.sql("SELECT * FROM samples")
     return rows.sort("sample_id").join(samples, on="sample_id", how="left", maintain_order="left").with_columns(
-        pl.col("is_threshold").fill_null(False))
+        pl.col("is_threshold").fill_null(False), epoch_from=pl.lit(first, pl.Int64), epoch_to=pl.lit(end, pl.Int64))
 
 
 def _one_pass_rows(engine: Engine, packed_params: dict, params: dict) -> pl.DataFrame:

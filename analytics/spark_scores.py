@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import queries
-from .epochs import early_end, epoch_bounds, recorded_epochs
+from .epochs import early_end, epoch_bounds, recorded_epochs, recorded_span
 from .gmm import DEFAULT_FIT_SAMPLE, fit_mixture, nothing_to_separate
 from .spark_engine import to_polars
 
@@ -31,7 +31,8 @@ def write_scores(
     seed: int = 0,
     fit_sample: int | None = DEFAULT_FIT_SAMPLE,
 ) -> int:
-    """``sql/scores.sql`` joined with the samples table, ``aum_flagged`` and the GMM columns, written to
+    """``sql/scores.sql`` joined with the samples table, ``epoch_from, epoch_to`` (the recorded epochs the
+    scores span), ``aum_flagged`` and the GMM columns, written to
     ``out`` (Parquet, or CSV when ``out`` ends in ``.csv``; Spark writes a folder of part files). Only the
     threshold cutoff (one number) and the GMM fit (on a seeded sample of at most ``fit_sample`` real
     samples' AUL, ordered by ``sample_id``) happen on the driver; each row's ``p_mislabeled`` is the fitted
@@ -41,11 +42,14 @@ def write_scores(
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile: expected a value in [0, 100], got {percentile}")
     lower, upper = epoch_bounds(epochs)
-    el2n_to = early_end(recorded_epochs(engine, split)) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]
+    recorded = recorded_epochs(engine, split)
+    el2n_to = early_end(recorded) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]
     scores = engine.frame(queries.load("scores"), {"split": split, "epoch_from": lower, "epoch_to": upper,
                                                    "el2n_to": el2n_to})
-    table = scores.join(engine.session.table("samples"), "sample_id", "left").withColumn(
-        "is_threshold", F.coalesce(F.col("is_threshold"), F.lit(False)))
+    first, end = recorded_span(recorded, epochs)
+    table = scores.join(engine.session.table("samples"), "sample_id", "left").withColumns({
+        "is_threshold": F.coalesce(F.col("is_threshold"), F.lit(False)),
+        "epoch_from": F.lit(first).cast("bigint"), "epoch_to": F.lit(end).cast("bigint")})
     cutoff = table.filter("is_threshold").agg(F.percentile("aum", percentile / 100)).first()[0]
     if cutoff is not None:
         table = table.withColumn("aum_flagged", (F.col("aum") < F.lit(cutoff)) & ~F.col("is_threshold"))

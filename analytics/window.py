@@ -1,0 +1,118 @@
+"""The epoch window of the label-noise scores, chosen from the threshold samples (``epochs="auto"``).
+
+AUM and AUL integrate a run's epochs; once a network memorises the wrong labels, later epochs wash the
+signal out (both papers score before the first learning-rate drop). The threshold samples are *known*
+mislabeled samples inside the run, so tdlog picks the window in which they stand apart best from the other
+samples:
+
+- candidates: the prefix windows ``[e_0, e + 1)`` over the recorded epochs ``e_0 <= e`` of the split, at
+  least ``ceil(MIN_WINDOW_SHARE * E)`` epochs long (``E`` recorded epochs);
+- for each, ``aum_e(i)`` = sample ``i``'s AUM over the window, and the separation
+  ``d_e = (mean_other aum_e - mean_threshold aum_e) / sqrt((var_other aum_e + var_threshold aum_e) / 2)``
+  (the standardised mean difference, Cohen's d, between the threshold samples and the other registered
+  non-probe samples; at most ``MAX_SAMPLES`` of each, chosen by hash of ``sample_id``);
+- the window with the largest ``d_e`` is chosen.
+
+One pass over the records computes every candidate at once (``sql/window_search.sql``). A run without
+threshold samples keeps every epoch; when its training accuracy reaches ``MEMORISATION_ACCURACY`` before
+its last epoch, a warning says that later epochs may hold memorised labels.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import polars as pl
+
+from . import queries
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+AUTO = "auto"
+Epochs = range | Literal["auto"] | None  # the ``epochs=`` argument of the label-noise scores
+MIN_WINDOW_SHARE = 0.25  # the shortest window: a quarter of the recorded epochs
+MAX_SAMPLES = 50_000  # threshold samples, and other samples, the criterion looks at (each)
+MEMORISATION_ACCURACY = 0.95  # training accuracy above which wrong labels (5 % or more) are being fitted
+
+
+@dataclass(frozen=True)
+class EpochWindow:
+    """The epoch window chosen from the threshold samples.
+
+    ``epochs``: the chosen window. ``criterion``: one row per recorded epoch ``epoch`` (the candidate window
+    ``[first, epoch + 1)``) with ``separation`` (``d_e``), ``threshold_aum`` and ``other_aum`` (the groups'
+    mean AUM over the window) and ``eligible`` (long enough to be chosen). ``min_epochs``: the shortest
+    window allowed. ``threshold_samples``, ``other_samples``: how many of each the criterion used."""
+
+    epochs: range
+    criterion: pl.DataFrame
+    min_epochs: int
+    threshold_samples: int
+    other_samples: int
+
+    @property
+    def separation(self) -> float:
+        """``d_e`` of the chosen window."""
+        return float(self.criterion.filter(pl.col("epoch") == self.epochs.stop - 1)["separation"][0])
+
+    def describe(self) -> str:
+        """One line: the chosen window and its separation against every epoch's."""
+        last = self.criterion["epoch"][-1]
+        every = self.criterion.filter(pl.col("epoch") == last)["separation"][0]
+        return (f"epochs {self.epochs.start}:{self.epochs.stop} chosen from {self.threshold_samples} threshold "
+                f"samples (separation {self.separation:.2f}; all {self.criterion.height} recorded epochs: "
+                f"{every:.2f})")
+
+
+def choose_window(engine: Engine, *, split: str = "train", min_share: float = MIN_WINDOW_SHARE,
+                  max_samples: int = MAX_SAMPLES) -> EpochWindow | None:
+    """The prefix window with the largest separation ``d_e`` (see the module docstring) among those at least
+    ``ceil(min_share * E)`` recorded epochs long; ``None`` when ``split`` has no threshold samples or no
+    other registered samples with records."""
+    if not 0 < min_share <= 1:
+        raise ValueError(f"min_share: expected a share in (0, 1], got {min_share}")
+    groups = engine.sql(queries.load("window_search"), {"split": split, "max_samples": max_samples})
+    threshold, other = (groups.filter(pl.col("is_threshold") == flag).drop("is_threshold") for flag in (True, False))
+    if not threshold.height or not other.height:
+        return None
+    both = threshold.join(other, on="epoch", suffix="_other").sort("epoch")
+    spread = np.sqrt((both["var_aum"].to_numpy() + both["var_aum_other"].to_numpy()) / 2)
+    difference = both["mean_aum_other"].to_numpy() - both["mean_aum"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        separation = np.where(spread > 0, difference / spread, np.sign(difference) * np.inf)
+    min_epochs = max(1, math.ceil(min_share * both.height))
+    eligible = np.arange(both.height) >= min_epochs - 1
+    best = int(np.argmax(np.where(eligible & ~np.isnan(separation), separation, -np.inf)))
+    epochs = both["epoch"]
+    criterion = pl.DataFrame({"epoch": epochs, "separation": separation, "threshold_aum": both["mean_aum"],
+                              "other_aum": both["mean_aum_other"], "eligible": eligible})
+    return EpochWindow(range(int(epochs[0]), int(epochs[best]) + 1), criterion, min_epochs,
+                       int(threshold["samples"].max()), int(other["samples"].max()))
+
+
+def check_epochs_argument(epochs: Epochs) -> None:
+    """Raise ``ValueError`` unless ``epochs`` is a range, ``"auto"`` or None."""
+    if epochs is not None and epochs != AUTO and not isinstance(epochs, range):
+        raise ValueError(f"epochs: expected 'auto', None (every epoch) or a range such as range(0, 50), "
+                         f"got {epochs!r}")
+
+
+def warn_if_memorised(accuracy: pl.DataFrame) -> None:
+    """Warn when the training accuracy (``epoch, accuracy`` rows of ``sql/epochs.sql``) reaches
+    ``MEMORISATION_ACCURACY`` before the last recorded epoch: scores over every epoch may then hold
+    memorised wrong labels, and without threshold samples no window can be chosen."""
+    reached = accuracy.filter(pl.col("accuracy") >= MEMORISATION_ACCURACY)
+    if not reached.height or reached["epoch"][0] == accuracy["epoch"][-1]:
+        return
+    epoch, value = reached["epoch"][0], reached["accuracy"][0]
+    warnings.warn(
+        f"epochs: the training accuracy reached {value:.3f} at epoch {epoch} of {accuracy['epoch'][0]}.."
+        f"{accuracy['epoch'][-1]}; if more than {1 - MEMORISATION_ACCURACY:.0%} of the labels are wrong, "
+        f"later epochs fit them and the scores over every epoch blur them: pass epochs=range(0, {epoch + 1}) "
+        "or record threshold samples (tdlog.recorder.threshold_samples) so that epochs='auto' chooses the window",
+        UserWarning, stacklevel=4)
