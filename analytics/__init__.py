@@ -13,5 +13,6 @@ from .combine import combine_threshold_runs
 from .engine import Engine
 from .gmm import GMMResult, fit_gmm
 from .run import Run, open_run
+from .runs import Runs, open_runs
 
-__all__ = ["Engine", "GMMResult", "Run", "combine_threshold_runs", "fit_gmm", "open_run"]
+__all__ = ["Engine", "GMMResult", "Run", "Runs", "combine_threshold_runs", "fit_gmm", "open_run", "open_runs"]

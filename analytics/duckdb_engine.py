@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import polars as pl
 
-from .views import duckdb_view_definitions
+from .views import duckdb_view_definitions, union_view_definitions
 
 if TYPE_CHECKING:
     from .store import RunSnapshot
@@ -75,6 +75,18 @@ class DuckDBEngine:
         columns = self._columns_of_older_files()
         if columns is not None:
             self._definitions = duckdb_view_definitions(snapshot, columns)
+        for name, select in self._definitions.items():
+            self.connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
+
+    @property
+    def definitions(self) -> dict[str, str]:
+        """``{view name: SELECT ...}`` of the views registered last."""
+        return dict(self._definitions)
+
+    def register_union(self, per_run: list[dict[str, str]], locations: list[str]) -> None:
+        """(Re)create views over several runs at once, every row tagged with its ``run`` (see
+        :func:`tdlog.analytics.views.union_view_definitions`), from each run's :attr:`definitions`."""
+        self._definitions = union_view_definitions(per_run, locations)
         for name, select in self._definitions.items():
             self.connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
 

@@ -102,13 +102,15 @@ def records_select(attempts: list[dict], splits: list[str], columns: list[str] |
     return f"SELECT {select} FROM raw_records WHERE {records_filter(attempts, splits)}"
 
 
-# one row per split, epoch and sample: its observations there averaged first (portable SQL)
-EPOCH_STATS_SELECT = (
-    "SELECT split, epoch, sample_id, any_value(target) AS target, "
-    + ", ".join(f"avg({c}) AS {c}" for c in EPOCH_STATS_COLUMNS)
-    + ", avg(correct) AS correct, count(*) AS observations "
-    "FROM records GROUP BY split, epoch, sample_id"
-)
+def epoch_stats_select(keys: str = "split, epoch, sample_id") -> str:
+    """One row per ``keys`` (a split, epoch and sample; of several runs: and ``run``): its observations there
+    averaged first (portable SQL)."""
+    return (f"SELECT {keys}, any_value(target) AS target, "
+            + ", ".join(f"avg({c}) AS {c}" for c in EPOCH_STATS_COLUMNS)
+            + f", avg(correct) AS correct, count(*) AS observations FROM records GROUP BY {keys}")
+
+
+EPOCH_STATS_SELECT = epoch_stats_select()
 
 
 def raw_records_stub(sql_id: str) -> str:
@@ -163,4 +165,24 @@ def duckdb_view_definitions(snapshot: RunSnapshot, columns: list[str] | None = N
         "records": records_select(list(snapshot.attempts), snapshot.splits, columns),
         "epoch_stats": EPOCH_STATS_SELECT,
         "samples": samples,
+    }
+
+
+def union_view_definitions(per_run: list[dict[str, str]], locations: list[str]) -> dict[str, str]:
+    """DuckDB views over several runs at once, from each run's :func:`duckdb_view_definitions`: ``records``,
+    ``attempts`` and ``samples`` with a leading ``run`` column (the run's index in ``per_run``),
+    ``epoch_stats`` per run, split, epoch and sample, and ``runs`` (``run, location``)."""
+
+    def union(body) -> str:
+        return " UNION ALL BY NAME ".join(f"SELECT {index} AS run, * FROM ({body(views)})"
+                                          for index, views in enumerate(per_run))
+
+    listed = ", ".join(f"({index}, '{location.replace(chr(39), chr(39) * 2)}')"
+                       for index, location in enumerate(locations))
+    return {
+        "records": union(lambda views: f"WITH raw_records AS ({views['raw_records']}) {views['records']}"),
+        "attempts": union(lambda views: views["attempts"]),
+        "samples": union(lambda views: views["samples"]),
+        "epoch_stats": epoch_stats_select("run, split, epoch, sample_id"),
+        "runs": f"SELECT * FROM (VALUES {listed}) AS listed(run, location)",
     }
