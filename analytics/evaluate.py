@@ -21,7 +21,8 @@ METHODS: dict[str, tuple[pl.Expr, str | None]] = {
 def evaluate_scores(scores: pl.DataFrame) -> pl.DataFrame:
     """Precision, recall, F1 and AUROC of "mislabeled" (``label != true_label``) per method.
 
-    Only real samples count (not threshold samples, not probes, ``true_label`` known). A method with its
+    Only real samples count (not threshold samples, not probes, ``true_label`` known); ``scores`` is one
+    run's score table or the combined table of several runs (:meth:`tdlog.analytics.Runs.scores`). A method with its
     own decision (AUM below the threshold cutoff, GMM posterior > 0.5, MAP-D assignment to
     ``random_labels``) is scored on it; a ranking-only
     method flags its ``n`` most suspicious samples, ``n`` = the AUL-GMM noise estimate times the number of
@@ -30,7 +31,8 @@ def evaluate_scores(scores: pl.DataFrame) -> pl.DataFrame:
     """
     if "true_label" not in scores.columns or scores["true_label"].is_null().all():
         raise ValueError("samples: evaluate() needs a true_label column (register_samples(..., true_label=...))")
-    real = real_samples(scores).filter(pl.col("true_label").is_not_null())
+    real = (real_samples(scores) if "is_threshold" in scores.columns else scores).filter(
+        pl.col("true_label").is_not_null())
     truth = (real["label"] != real["true_label"]).to_numpy()
     estimated = int(real["gmm_flagged"].sum()) if "gmm_flagged" in real.columns else int(truth.sum())
     rows = []

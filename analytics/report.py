@@ -22,11 +22,12 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from .gmm import fit_gmm
-from .scores import real_samples
+from .scores import noise_rates, real_samples
 from .threshold import cutoff_of
 
 if TYPE_CHECKING:
     from .run import Run
+    from .window import EpochWindow
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -55,6 +56,23 @@ def html_table(frame: pl.DataFrame) -> str:
 
 def _cell(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def window_criterion(window: EpochWindow) -> Figure:
+    """The epoch-window criterion: separation of the threshold samples per prefix window, the chosen one
+    marked, the windows too short to be chosen shaded."""
+    figure = Figure(figsize=(6, 3.5))
+    axes = figure.subplots()
+    criterion = window.criterion
+    axes.plot(criterion["epoch"] + 1, criterion["separation"], marker=".", label="separation d")
+    axes.axvspan(criterion["epoch"][0] + 0.5, criterion["epoch"][0] + window.min_epochs - 0.5, color="0.9",
+                 label=f"shorter than {window.min_epochs} epochs")
+    axes.axvline(window.epochs.stop, color="k", linestyle="--", label=f"chosen: epochs {window.epochs.start}:"
+                 f"{window.epochs.stop}")
+    axes.set(xlabel="window end (epochs from the first)", ylabel="d (threshold vs other AUM)",
+             title="Epoch window chosen from the threshold samples")
+    axes.legend()
+    return figure
 
 
 def aum_histogram(scores: pl.DataFrame, cutoff: float | None) -> Figure:
@@ -180,15 +198,22 @@ def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gal
     ``{heading: html}`` sections at the top (the demo puts its evaluation tables there)."""
     scores = run.scores(split=split)
     sections = dict(extra_sections or {})
+    window = run.epoch_window(split=split)
+    if window is not None:
+        sections["Epoch window"] = f"<p>{html.escape(window.describe())}.</p>" + _img(window_criterion(window),
+                                                                                      "epoch window")
     cutoff = cutoff_of(scores)
     sections["AUM"] = _img(aum_histogram(scores, cutoff), "AUM histogram")
     if "p_mislabeled" in scores.columns:
         real = real_samples(scores)
         fitted = fit_gmm(real, "aul")  # the fit scores() made, without re-querying
         flagged_share = float(real["gmm_flagged"].mean())
-        sections["AUL and the GMM noise estimate"] = (
+        threshold_rate = noise_rates(scores).get("threshold")
+        sections["AUL and the noise-rate estimates"] = (
             f"<p>GMM noise rate (mean p_mislabeled over the {real.height} real samples) {fitted.noise_rate:.3f}; "
-            f"flagged share (p_mislabeled &gt; 0.5) {flagged_share:.3f}.</p>"
+            f"flagged share (p_mislabeled &gt; 0.5) {flagged_share:.3f}"
+            + ("" if threshold_rate is None else
+               f"; threshold-sample estimate (share with AUM below the cutoff) {threshold_rate:.3f}") + ".</p>"
             + _img(aul_histogram(scores, fitted.means, fitted.stds, fitted.weights), "AUL histogram")
         )
     sections["Data map"] = _img(data_map(scores), "data map")

@@ -40,6 +40,7 @@ class Run:
         self.snapshot: RunSnapshot = snapshot or store.snapshot()
         self._registered: tuple | None = None
         self._windows: dict[tuple, EpochWindow | None] = {}
+        self._checked_memorisation: set[tuple] = set()
         self._register()
 
     @property
@@ -118,9 +119,10 @@ class Run:
         check_epochs_argument(epochs)
         if epochs != AUTO:
             return epochs
-        known = (self.snapshot.key(), split) in self._windows
         window = self.epoch_window(split=split)
-        if window is None and not known:
+        key = (self.snapshot.key(), split)
+        if window is None and key not in self._checked_memorisation:
+            self._checked_memorisation.add(key)
             warn_if_memorised(self.engine.sql(queries.load("epochs"), {"split": split}))
         return None if window is None else window.epochs
 

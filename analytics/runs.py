@@ -18,12 +18,13 @@ import polars as pl
 
 from . import queries
 from .duckdb_engine import DuckDBEngine
-from .epochs import recorded_span
+from .epochs import early_end, recorded_span
 from .gmm import fit_gmm
 from .run import Run, open_run
 from .window import AUTO, Epochs
 
-COMBINED_SCORES = ("aum", "aul", "confidence", "variability", "correctness", "p_mislabeled")
+COMBINED_SCORES = ("aum", "aul", "confidence", "variability", "correctness", "forgetting_events", "el2n",
+                   "p_mislabeled")
 ROLE_COLUMNS = ("run", "target", "is_threshold", "probe", "probe_role")
 
 
@@ -58,20 +59,24 @@ class Runs:
     def epoch_windows(self, *, epochs: Epochs = AUTO, split: str = "train") -> pl.DataFrame:
         """Each run's epoch window: ``run, location, epoch_from, epoch_to`` (the recorded epochs scored) and
         ``chosen_by``: ``"threshold samples"`` (``"auto"`` on a run with them, see
-        :meth:`tdlog.analytics.run.Run.epoch_window`), ``"every epoch"`` or ``"given"``."""
+        :meth:`tdlog.analytics.run.Run.epoch_window`), ``"every epoch"`` or ``"given"``; ``el2n_to``: the
+        end of EL2N's early epochs (the first 10 % of the recorded ones)."""
         rows = []
         for index, run in enumerate(self.runs):
             window = run._epochs(epochs, split)
             chosen_by = "given" if isinstance(epochs, range) else (
                 "every epoch" if window is None else "threshold samples")
-            rows.append((index, run.location, *recorded_span(run.epochs(split), window), chosen_by))
+            recorded = run.epochs(split)
+            rows.append((index, run.location, *recorded_span(recorded, window), chosen_by, early_end(recorded)))
         return pl.DataFrame(rows, schema={"run": pl.Int64, "location": pl.String, "epoch_from": pl.Int64,
-                                          "epoch_to": pl.Int64, "chosen_by": pl.String}, orient="row")
+                                          "epoch_to": pl.Int64, "chosen_by": pl.String, "el2n_to": pl.Int64},
+                            orient="row")
 
     def run_scores(self, *, epochs: Epochs = AUTO, split: str = "train", percentile: float = 99,
                    seed: int = 0) -> pl.DataFrame:
         """One row per run and sample with records in the run's window (``sql/run_scores.sql``: ``aum, aul,
-        confidence, variability, correctness, epochs, is_threshold, probe, cutoff``) and ``p_mislabeled``:
+        confidence, variability, correctness, forgetting_events, el2n, epochs, is_threshold, probe,
+        cutoff``) and ``p_mislabeled``:
         the posterior of the run's own AUL mixture over its real samples (see
         :func:`tdlog.analytics.gmm.fit_gmm`; null for threshold samples and probes)."""
         if not 0 <= percentile <= 100:
@@ -80,7 +85,8 @@ class Runs:
         self._refresh()
         table = self.engine.sql(queries.load("run_scores"), {
             "split": split, "runs": windows["run"].to_list(), "epoch_from": windows["epoch_from"].to_list(),
-            "epoch_to": windows["epoch_to"].to_list(), "percentile": percentile / 100})
+            "epoch_to": windows["epoch_to"].to_list(), "el2n_to": windows["el2n_to"].to_list(),
+            "percentile": percentile / 100})
         real = pl.col("is_threshold").not_() & pl.col("probe").is_null()
         posteriors = []
         for index in windows["run"]:
@@ -97,7 +103,8 @@ class Runs:
         """One row per sample that was a real sample (neither a threshold sample nor a probe) in at least
         one run, over the runs ``R_i`` where it was, ``n_i = |R_i|`` (column ``runs``):
 
-        - for each score ``s`` in ``aum, aul, confidence, variability, correctness, p_mislabeled``:
+        - for each score ``s`` in ``aum, aul, confidence, variability, correctness, forgetting_events, el2n,
+          p_mislabeled`` (see :meth:`run_scores`; a never-learned sample's null forgetting count is left out):
           ``s = mean_{r in R_i} s_r`` and the 95 % interval of that mean ``s_low, s_high = s -/+
           t_{0.975, n_i - 1} * sd_r(s_r) / sqrt(n_i)`` (Student's t; null when ``n_i = 1``);
         - ``aum_runs_flagged``: runs where ``aum_r < cutoff_r`` (its run's threshold cutoff);

@@ -87,3 +87,17 @@ def add_flags(table: pl.DataFrame, *, percentile: float = 99, seed: int = 0) -> 
             "sample_id", "p_mislabeled", pl.col("flagged").alias("gmm_flagged"), "weight")
         table = table.join(fitted, on="sample_id", how="left", maintain_order="left")
     return table
+
+
+def noise_rates(scores: pl.DataFrame) -> dict[str, float]:
+    """The two estimates of the share of mislabeled samples, over the real samples of a score table (one
+    run's :func:`add_flags` or the combined table of several runs), where their columns exist:
+    ``threshold`` = share of samples with ``aum_flagged`` (AUM below the threshold samples' cutoff) and
+    ``gmm`` = mean ``p_mislabeled`` (the AUL mixture's weight of the mislabeled component)."""
+    real = real_samples(scores) if "is_threshold" in scores.columns else scores
+    estimates = {}
+    if "aum_flagged" in real.columns and real["aum_flagged"].is_not_null().any():
+        estimates["threshold"] = float(real["aum_flagged"].mean())
+    if "p_mislabeled" in real.columns and real["p_mislabeled"].is_not_null().any():
+        estimates["gmm"] = float(real["p_mislabeled"].mean())
+    return estimates

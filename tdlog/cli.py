@@ -24,6 +24,17 @@ def _epoch_range(text: str) -> range:
     return range(start, stop)
 
 
+def _score_epochs(text: str) -> range | str | None:
+    """``auto`` (the window chosen from the threshold samples), ``all`` (every epoch) or ``FROM:TO``."""
+    if text in ("auto", "all"):
+        return "auto" if text == "auto" else None
+    try:
+        return _epoch_range(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, all or FROM:TO (TO exclusive), e.g. 0:50, got {text!r}") \
+            from None
+
+
 def _param(text: str) -> tuple[str, object]:
     """``name=value``; the value is read as JSON when it parses (numbers), else kept as text."""
     name, sep, value = text.partition("=")
@@ -47,9 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="tdlog", description="Training-dynamics log store and analytics.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def run_command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def run_command(name: str, help_text: str, *, many: bool = False) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("run", help="run directory, or a URI such as s3://bucket/run (copied to a local cache)")
+        if many:
+            command.add_argument("run", nargs="+", help="run directory or URI; several runs of one dataset (seeds, "
+                                 "threshold passes) are scored into one table (DuckDB)")
+        else:
+            command.add_argument("run", help="run directory, or a URI such as s3://bucket/run (copied to a local "
+                                 "cache)")
         command.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
         command.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB (spills beyond)")
         command.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
@@ -71,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--max-rows", type=int, default=20, help="rows to print (default 20)")
 
     def score_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--epochs", type=_epoch_range, default=None, help="FROM:TO epoch range (default: all)")
+        command.add_argument("--epochs", type=_score_epochs, default="auto",
+                             help="auto (default: the window chosen from the threshold samples, every epoch "
+                                  "without them), all, or FROM:TO")
         command.add_argument("--split", default="train", help="split to score (default train)")
         command.add_argument("--percentile", type=float, default=99, help="threshold-sample cutoff percentile")
 
-    score = run_command("score", "every score per sample in one table")
+    score = run_command("score", "every score per sample in one table (several runs: combined over them)", many=True)
     score_options(score)
     score.add_argument("--no-mapd", action="store_true", help="leave out the MAP-D columns of a run with probes")
     score.add_argument("--out", type=Path, required=True, help="scores.parquet (or .csv, .json)")
@@ -174,15 +192,47 @@ def _sql(args: argparse.Namespace) -> None:
 def _score(args: argparse.Namespace) -> None:
     from tdlog.analytics.export import write_frame
 
+    if len(args.run) > 1:
+        return _score_runs(args)
+    args.run = args.run[0]
     with _open(args) as run:
+        if args.epochs == "auto":
+            window = run.epoch_window(split=args.split)
+            print(window.describe() if window is not None else "epochs: all (no threshold samples to choose a window)")
         if args.engine == "spark":  # computed and written by the executors, never collected here
             rows = run.write_scores(args.out, epochs=args.epochs, split=args.split, percentile=args.percentile)
             print(f"wrote {rows} samples to {args.out} (a folder of Spark part files)")
             return
         scores = run.scores(epochs=args.epochs, split=args.split, percentile=args.percentile,
                             mapd=False if args.no_mapd else None)
+    _print_noise_rates(scores)
     written = write_frame(scores, args.out, argument="--out")
     print(f"wrote {scores.height} samples x {scores.width} columns to {written}")
+
+
+def _score_runs(args: argparse.Namespace) -> None:
+    """``tdlog score RUN1 RUN2 ...``: the combined table of :meth:`tdlog.analytics.Runs.scores`."""
+    from tdlog.analytics import open_runs
+    from tdlog.analytics.export import write_frame
+
+    if args.engine != "duckdb":
+        raise ValueError(f"--engine: several runs are scored together with duckdb, got {args.engine!r}")
+    with open_runs(args.run, threads=args.threads, memory_limit=args.memory_limit) as runs:
+        for window in runs.epoch_windows(epochs=args.epochs, split=args.split).iter_rows(named=True):
+            print(f"run {window['run']}: {window['location']}: epochs {window['epoch_from']}:{window['epoch_to']} "
+                  f"({window['chosen_by']})")
+        scores = runs.scores(epochs=args.epochs, split=args.split, percentile=args.percentile)
+    _print_noise_rates(scores)
+    written = write_frame(scores, args.out, argument="--out")
+    print(f"wrote {scores.height} samples x {scores.width} columns to {written}")
+
+
+def _print_noise_rates(scores: pl.DataFrame) -> None:
+    from tdlog.analytics.scores import noise_rates
+
+    estimates = noise_rates(scores)
+    if estimates:
+        print("noise rate: " + ", ".join(f"{value:.3f} ({name})" for name, value in estimates.items()))
 
 
 def _export(args: argparse.Namespace) -> None:

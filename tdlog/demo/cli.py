@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of split, noise, probes, initialisation and batches")
     parser.add_argument("--probes-per-suite", type=int, default=50, help="MAP-D probes per suite (default 50)")
     parser.add_argument("--cv-folds", type=int, default=3, help="cross-validation folds for cleanlab (default 3)")
+    parser.add_argument("--threshold-passes", type=int, choices=(1, 2), default=2,
+                        help="runs with disjoint threshold samples, scored together (default 2: every sample scored)")
+    parser.add_argument("--no-cleanlab", action="store_true", help="skip cleanlab's cross-validated comparison")
     parser.add_argument("--no-retrain", action="store_true", help="skip the four retrainings")
     return parser
 
@@ -42,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--cv-folds: expected at least 2, got {args.cv_folds}")
         config = DemoConfig(noise_rate=args.noise_rate, noise_model=args.noise_model, epochs=args.epochs,
                             seed=args.seed, probes_per_suite=args.probes_per_suite, cv_folds=args.cv_folds,
+                            threshold_passes=args.threshold_passes, compare_cleanlab=not args.no_cleanlab,
                             progress=sys.stderr.isatty())
         run_demo(args.out, config, retrain=not args.no_retrain)
     except (OSError, ValueError) as exc:

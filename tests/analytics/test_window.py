@@ -1,0 +1,177 @@
+"""``epochs="auto"``: the epoch window chosen from the threshold samples, on runs built so that the right
+window is known: wrong labels memorised from a given epoch on, or never."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from polars.testing import assert_frame_equal
+
+import tdlog.analytics as analytics
+from tdlog.analytics.window import MIN_WINDOW_SHARE, choose_window
+from tdlog.cli import main
+from tdlog.recorder import Recorder, threshold_samples
+
+N, C, E = 400, 4, 20
+
+
+def write_window_run(path, *, memorise_from: int | None, threshold: bool = True, seed: int = 0) -> np.ndarray:
+    """Clean samples' true-class logit gains 1 per epoch; 20 % noisy labels (the next class) and the
+    threshold samples (class C) are memorised from epoch ``memorise_from`` on (their target logit gains 2 per
+    epoch: their margin then grows as a clean sample's), never when None. Returns the logits, ``[E, N, C + 1]``
+    (``[E, N, C]`` without threshold samples)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, C, N)
+    observed = labels.copy()
+    noisy = rng.random(N) < 0.2
+    observed[noisy] = (labels[noisy] + 1) % C
+    targets = threshold_samples(observed, C, seed=seed) if threshold else observed
+    wrong = targets != labels
+    outputs = C + 1 if threshold else C
+    history = np.empty((E, N, outputs), dtype=np.float32)
+    with Recorder(path, num_classes=C, with_threshold_class=threshold) as rec:
+        rec.register_samples(np.arange(N), observed, targets=targets, true_label=labels)
+        for epoch in range(E):
+            logits = rng.normal(0, 1, (N, outputs)).astype(np.float32)
+            logits[np.arange(N), labels] += 1.0 * epoch
+            if memorise_from is not None and epoch >= memorise_from:
+                logits[wrong, targets[wrong]] += 2.0 * epoch
+            history[epoch] = logits
+            rec.log(torch.arange(N), torch.from_numpy(logits), torch.from_numpy(targets), epoch=epoch)
+    return history
+
+
+def reference_separation(history: np.ndarray, targets: np.ndarray, is_threshold: np.ndarray) -> np.ndarray:
+    """``d_e`` per prefix window in float64 NumPy, from the logits."""
+    logits = history.astype(np.float64)
+    target = np.take_along_axis(logits, targets[None, :, None], 2)[..., 0]
+    others = logits.copy()
+    np.put_along_axis(others, targets[None, :, None], -np.inf, 2)
+    margins = target - others.max(2)  # [E, N]
+    prefix = np.cumsum(margins, 0) / np.arange(1, len(margins) + 1)[:, None]
+    t, o = prefix[:, is_threshold], prefix[:, ~is_threshold]
+    return (o.mean(1) - t.mean(1)) / np.sqrt((o.var(1) + t.var(1)) / 2)
+
+
+@pytest.fixture(scope="module")
+def memorising(tmp_path_factory):
+    path = tmp_path_factory.mktemp("window") / "memorising"
+    return path, write_window_run(path, memorise_from=6)
+
+
+def test_a_run_that_memorises_gets_an_early_window_with_the_reference_criterion(memorising) -> None:
+    path, history = memorising
+    with analytics.open_run(path) as run:
+        window = run.epoch_window()
+        roles = run.sql("SELECT sample_id, target, is_threshold FROM samples ORDER BY sample_id")
+    expected = reference_separation(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
+    # margins are stored as float32 (relative rounding 6e-8), averaged over up to 20 epochs and 400 samples
+    np.testing.assert_allclose(window.criterion["separation"].to_numpy(), expected, rtol=1e-5)
+    assert window.min_epochs == math.ceil(MIN_WINDOW_SHARE * E) == 5
+    eligible = np.arange(E) >= window.min_epochs - 1
+    assert window.epochs == range(0, int(np.argmax(np.where(eligible, expected, -np.inf))) + 1)
+    assert 5 <= window.epochs.stop <= 9  # memorising starts in epoch 6: the window ends about there
+    assert window.threshold_samples == N // C and window.other_samples == N - N // C
+    assert window.criterion["eligible"].to_list() == eligible.tolist()
+
+
+def test_the_window_finds_the_noise_better_than_every_epoch(memorising) -> None:
+    path, _ = memorising
+    with analytics.open_run(path) as run:
+        chosen = run.scores()
+        every = run.scores(epochs=None)
+        truth = run.sql("SELECT sample_id, label <> true_label AS wrong FROM samples WHERE NOT is_threshold")
+    assert chosen.select("epoch_from", "epoch_to").unique().rows() == [(0, run.epoch_window().epochs.stop)]
+    assert every.select("epoch_from", "epoch_to").unique().rows() == [(0, E)]
+
+    def caught(table):
+        flagged = table.join(truth, on="sample_id")
+        return (flagged["aum_flagged"] == flagged["wrong"]).mean()
+
+    assert caught(chosen) > 0.95 > caught(every)
+
+
+def test_a_run_that_never_memorises_keeps_every_epoch(tmp_path) -> None:
+    write_window_run(tmp_path / "run", memorise_from=None)
+    with analytics.open_run(tmp_path / "run") as run:
+        window = run.epoch_window()
+        assert window.epochs == range(0, E)
+        assert run.scores()["epoch_to"].unique().to_list() == [E]
+
+
+def test_explicit_epochs_always_win_and_auto_equals_the_window(memorising) -> None:
+    path, _ = memorising
+    with analytics.open_run(path) as run:
+        window = run.epoch_window().epochs
+        assert run.aum().equals(run.aum(epochs=window))
+        assert run.aul().equals(run.aul(epochs=window))
+        assert run.threshold_cutoff() == run.threshold_cutoff(epochs=window)
+        assert run.gmm().noise_rate == run.gmm(epochs=window).noise_rate
+        assert run.aum(epochs=None).equals(run.aum(epochs=range(0, E)))
+        assert not run.aum(epochs=None).equals(run.aum())
+        assert run.scores(epochs=range(2, 15))["epoch_from", "epoch_to"].unique().rows() == [(2, 15)]
+        with pytest.raises(ValueError, match=r"epochs: expected 'auto', None \(every epoch\) or a range.*'last'"):
+            run.aum(epochs="last")
+
+
+def test_the_criterion_on_a_sample_of_each_group_is_deterministic(memorising) -> None:
+    path, _ = memorising
+    with analytics.open_run(path) as run:
+        first = choose_window(run.engine, max_samples=50)
+        second = choose_window(run.engine, max_samples=50)
+        with pytest.raises(ValueError, match=r"min_share: expected a share in \(0, 1\], got 0"):
+            choose_window(run.engine, min_share=0)
+        shortest_allowed = choose_window(run.engine, min_share=1.0)
+    assert first.threshold_samples == first.other_samples == 50
+    # the same samples: equal up to the order DuckDB's threads sum in
+    assert_frame_equal(first.criterion, second.criterion, check_exact=False, rel_tol=1e-12)
+    assert first.epochs == second.epochs
+    assert shortest_allowed.epochs == range(0, E)
+
+
+def test_without_threshold_samples_every_epoch_and_a_memorisation_warning(tmp_path) -> None:
+    write_window_run(tmp_path / "fits", memorise_from=6, threshold=False)
+    with analytics.open_run(tmp_path / "fits") as run:
+        assert run.epoch_window() is None
+        accuracy = run.query("epochs", split="train")
+        reached = int(accuracy.filter(accuracy["accuracy"] >= 0.95)["epoch"][0])
+        assert reached < E - 1
+        with pytest.warns(UserWarning, match=rf"training accuracy reached .* at epoch {reached} .*"
+                                             rf"epochs=range\(0, {reached + 1}\)"):
+            aum = run.aum()
+        assert aum.equals(run.aum(epochs=None))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            run.aum(epochs=None)
+            run.aum()  # said once per state of the run
+
+
+def test_no_warning_while_the_accuracy_stays_low(tmp_path) -> None:
+    write_window_run(tmp_path / "run", memorise_from=None, threshold=False)
+    with analytics.open_run(tmp_path / "run") as run, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run.scores()
+
+
+def test_cli_prints_the_window_and_takes_auto_all_or_a_range(memorising, tmp_path, capsys) -> None:
+    path, _ = memorising
+    with analytics.open_run(path) as run:
+        window = run.epoch_window()
+    assert main(["score", str(path), "--out", str(tmp_path / "auto.parquet")]) == 0
+    printed = capsys.readouterr().out
+    assert f"epochs 0:{window.epochs.stop} chosen from {N // C} threshold samples" in printed
+    assert "noise rate: " in printed and "(threshold)" in printed and "(gmm)" in printed
+    assert main(["score", str(path), "--epochs", "all", "--out", str(tmp_path / "all.parquet")]) == 0
+    assert main(["score", str(path), "--epochs", "3:9", "--out", str(tmp_path / "range.parquet")]) == 0
+    import polars as pl
+
+    spans = [pl.read_parquet(tmp_path / f"{name}.parquet")["epoch_to"].unique().to_list()
+             for name in ("auto", "all", "range")]
+    assert spans == [[window.epochs.stop], [E], [9]]
+    with pytest.raises(SystemExit, match="1"):
+        main(["score", str(path), "--epochs", "last", "--out", str(tmp_path / "x.parquet")])
+    assert "expected auto, all or FROM:TO" in capsys.readouterr().err
