@@ -11,12 +11,15 @@ import polars as pl
 import pytest
 
 import tdlog.analytics as analytics
+from tdlog.analytics.evaluate import evaluate_scores
+from tdlog.analytics.scores import noise_rates
 from tdlog.cli import main
 from tdlog.demo import DemoConfig, run_demo
 from tdlog.demo.digits import inject_noise
+from tdlog.demo.pipeline import combined_mapd
 
-PLOTS = ("AUM histogram", "AUL histogram", "data map", "forgetting histogram", "MAP-D loss trajectories",
-         "MAP-D confusion matrix", "gallery")
+PLOTS = ("epoch window", "AUM histogram", "AUL histogram", "data map", "forgetting histogram",
+         "MAP-D loss trajectories", "MAP-D confusion matrix", "gallery")
 
 
 def embedded_images(page: str) -> list[str]:
@@ -56,21 +59,34 @@ def test_uniform_and_pairflip_noise() -> None:
         inject_noise(labels, 1.5)
 
 
-def test_aum_and_aul_reach_f1_08_and_the_run_reproduces_the_table(demo) -> None:
-    with analytics.open_run(demo / "run") as run:
-        table = run.evaluate()
-        truth = run.sql("SELECT avg(CASE WHEN label <> true_label THEN 1.0 ELSE 0.0 END) AS rate, count(*) AS n "
-                        "FROM samples WHERE probe IS NULL")
-    f1 = dict(zip(table["method"], table["f1"], strict=True))
+def combined_detection(demo) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The demo's two runs scored again: windows, evaluation, combined table."""
+    with analytics.open_runs([demo / "run", demo / "run-pass1"]) as runs:
+        windows = runs.epoch_windows()
+        table = runs.scores().join(combined_mapd(runs), on="sample_id", how="left", maintain_order="left")
+    return windows, evaluate_scores(table), table
+
+
+def test_two_passes_score_every_sample_with_f1_08_and_the_noise_rate(demo) -> None:
+    windows, detection, table = combined_detection(demo)
+    f1 = dict(zip(detection["method"], detection["f1"], strict=True))
     assert f1["aum_threshold"] >= 0.8 and f1["aul_gmm"] >= 0.8
     assert set(f1) == {"aum_threshold", "aul_gmm", "data_map_confidence", "forgetting", "el2n", "mapd"}
-    assert truth["n"][0] == 1437 and truth["rate"][0] == pytest.approx(0.2, abs=1e-3)
+    truth = table.select((pl.col("label") != pl.col("true_label")).mean()).item()
+    assert table.height == 1437 and truth == pytest.approx(0.2, abs=1e-3)  # every training sample scored
+    assert table["runs"].to_list().count(2) == 1437 - 2 * 143  # scored twice unless a threshold sample once
+    assert noise_rates(table)["threshold"] == pytest.approx(truth, abs=0.05)
+    assert windows["chosen_by"].to_list() == ["threshold samples"] * 2
+    assert all(10 <= end < 40 for end in windows["epoch_to"])  # at least a quarter of 40 epochs, before the end
 
 
-def test_report_holds_every_method_cleanlab_and_retraining(demo) -> None:
-    with analytics.open_run(demo / "run") as run:
-        expected = run.evaluate()
+def test_report_holds_every_method_cleanlab_the_windows_and_retraining(demo) -> None:
+    windows, expected, table = combined_detection(demo)
     html = (demo / "report.html").read_text()
+    for window in windows.iter_rows(named=True):
+        assert f"<tr><td>{window['run']}</td><td>{window['epoch_from']}</td><td>{window['epoch_to']}</td>" in html
+    for name, value in noise_rates(table).items():
+        assert f"<td>{value:.3f}</td>" in html, name
     for method in (*expected["method"], "cleanlab"):
         assert f"<td>{method}</td>" in html
     for row in expected.iter_rows():
