@@ -136,9 +136,6 @@ def test_spark_reads_only_committed_files_of_an_object_store_run(tmp_path, spark
     (stray.parent / "part-a7-r0-s0.parquet").write_bytes(stray.read_bytes())  # uploaded, never listed
     with analytics.open_run(f"file://{store}", engine="spark", spark=spark) as on_spark, \
             analytics.open_run(plain) as duck:
-        duck_window, spark_window = duck.epoch_window(), on_spark.epoch_window()
-        assert spark_window.epochs == duck_window.epochs  # every sample used: the engines' hashes do not matter
-        assert_frame_equal(spark_window.criterion, duck_window.criterion, **CLOSE)
         _same(duck.scores(), on_spark.scores())
         assert on_spark.info()["splits"] == duck.info()["splits"]
 
