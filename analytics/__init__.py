@@ -9,10 +9,9 @@ Importing it loads DuckDB, Polars and PyArrow only; scikit-learn (GMM, evaluatio
 matplotlib (report) and pyspark load where they are used.
 """
 
-from .combine import combine_threshold_runs
 from .engine import Engine
 from .gmm import GMMResult, fit_gmm
 from .run import Run, open_run
 from .runs import Runs, open_runs
 
-__all__ = ["Engine", "GMMResult", "Run", "Runs", "combine_threshold_runs", "fit_gmm", "open_run", "open_runs"]
+__all__ = ["Engine", "GMMResult", "Run", "Runs", "fit_gmm", "open_run", "open_runs"]

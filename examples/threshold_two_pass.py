@@ -29,7 +29,6 @@ observed = true_labels.copy()
 flipped = rng.choice(len(observed), round(args.noise_rate * len(observed)), replace=False)
 observed[flipped] = (observed[flipped] + rng.integers(1, 10, len(flipped))) % 10
 
-runs = []
 for pass_index in (0, 1):
     targets = threshold_samples(observed, 10, seed=0, pass_index=pass_index)  # disjoint across passes
     torch.manual_seed(pass_index)
@@ -46,13 +45,13 @@ for pass_index in (0, 1):
                 optimizer.zero_grad()
                 loss.mean().backward()
                 optimizer.step()
-    runs.append(analytics.open_run(args.out / f"pass-{pass_index}"))
 
-combined = analytics.combine_threshold_runs(runs, rule="all")  # flagged in every pass where it was real
-truth = combined["sample_id"].to_numpy()
-mislabeled = np.isin(truth, flipped)
+# both runs in one table: each scored on the epoch window its threshold samples choose, then per sample
+# over the passes where it was real: flagged when its mean AUM - cutoff is below 0
+with analytics.open_runs([args.out / "pass-0", args.out / "pass-1"]) as runs:
+    print(runs.epoch_windows().select("run", "epoch_from", "epoch_to"))
+    combined = runs.scores()
+mislabeled = np.isin(combined["sample_id"].to_numpy(), flipped)
 flagged = combined["flagged"].to_numpy()
 print(f"{len(combined)} samples scored, {flagged.sum()} flagged; precision {mislabeled[flagged].mean():.3f}, "
       f"recall {flagged[mislabeled].mean():.3f}")
-for run in runs:
-    run.close()

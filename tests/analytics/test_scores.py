@@ -12,7 +12,7 @@ import tdlog.analytics as analytics
 from tdlog.analytics.threshold import cutoff_of
 
 from ..reference import forgetting, per_epoch_means, record_statistics
-from .conftest import NUM_SAMPLES, write_scored_run
+from .conftest import NUM_SAMPLES
 
 # float32 statistics vs float64 reference: each value carries ~1e-7 relative error; sums of 6 epochs and
 # DuckDB's double aggregates keep the scores within 1e-5.
@@ -197,28 +197,3 @@ def test_evaluate_without_true_labels_is_a_clear_error(small_run) -> None:
     path, _ = small_run
     with analytics.open_run(path) as run, pytest.raises(ValueError, match="needs a true_label column"):
         run.evaluate()
-
-
-def test_two_threshold_passes_combine(tmp_path) -> None:
-    runs_logged = [write_scored_run(tmp_path / f"pass{p}", seed=p, pass_index=p) for p in (0, 1)]
-    opened = [analytics.open_run(tmp_path / f"pass{p}") for p in (0, 1)]
-    per_run = []
-    for run, logged in zip(opened, runs_logged, strict=True):
-        real = run.aum().filter(~pl.col("sample_id").is_in(np.flatnonzero(logged["targets_by_id"] == 4).tolist()))
-        per_run.append(dict(zip(real["sample_id"].to_list(), (real["aum"] < run.threshold_cutoff()).to_list(),
-                                strict=True)))
-    threshold_sets = [set(np.flatnonzero(logged["targets_by_id"] == 4)) for logged in runs_logged]
-    assert not threshold_sets[0] & threshold_sets[1]  # disjoint passes
-    for rule, combine in (("all", all), ("any", any)):
-        combined = analytics.combine_threshold_runs(opened, rule=rule)
-        assert combined.height == NUM_SAMPLES  # every sample was real in at least one pass
-        expected = {i: combine(flags[i] for flags in per_run if i in flags) for i in range(NUM_SAMPLES)}
-        assert dict(zip(combined["sample_id"].to_list(), combined["flagged"].to_list(), strict=True)) == expected
-    mean = analytics.combine_threshold_runs(opened, rule="mean").sort("sample_id")
-    both = [i for i in range(NUM_SAMPLES) if all(i in flags for flags in per_run)]
-    assert (mean.filter(pl.col("sample_id").is_in(both))["runs"] == 2).all()
-    np.testing.assert_array_equal(mean["flagged"].to_numpy(), (mean["mean_aum"] < mean["mean_cutoff"]).to_numpy())
-    with pytest.raises(ValueError, match="rule: expected one of"):
-        analytics.combine_threshold_runs(opened, rule="most")
-    for run in opened:
-        run.close()
