@@ -123,7 +123,7 @@ class Run:
         key = (self.snapshot.key(), split)
         if window is None and key not in self._checked_memorisation:
             self._checked_memorisation.add(key)
-            warn_if_memorised(self.engine.sql(queries.load("epochs"), {"split": split}))
+            warn_if_memorised(self.engine.sql(queries.load("epoch_accuracy"), {"split": split}))
         return None if window is None else window.epochs
 
     # --- scores -------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 AUTO = "auto"
 Epochs = range | Literal["auto"] | None  # the ``epochs=`` argument of the label-noise scores
 MIN_WINDOW_SHARE = 0.25  # the shortest window: a quarter of the recorded epochs
-MAX_SAMPLES = 50_000  # threshold samples, and other samples, the criterion looks at (each)
+MAX_SAMPLES = 10_000  # threshold samples, and other samples, the criterion looks at (each): d to about ±0.02
 MEMORISATION_ACCURACY = 0.95  # training accuracy above which wrong labels (5 % or more) are being fitted
 
 
@@ -103,7 +103,7 @@ def check_epochs_argument(epochs: Epochs) -> None:
 
 
 def warn_if_memorised(accuracy: pl.DataFrame) -> None:
-    """Warn when the training accuracy (``epoch, accuracy`` rows of ``sql/epochs.sql``) reaches
+    """Warn when the training accuracy (``epoch, accuracy`` rows of ``sql/epoch_accuracy.sql``) reaches
     ``MEMORISATION_ACCURACY`` before the last recorded epoch: scores over every epoch may then hold
     memorised wrong labels, and without threshold samples no window can be chosen."""
     reached = accuracy.filter(pl.col("accuracy") >= MEMORISATION_ACCURACY)

@@ -137,7 +137,7 @@ def test_without_threshold_samples_every_epoch_and_a_memorisation_warning(tmp_pa
     write_window_run(tmp_path / "fits", memorise_from=6, threshold=False)
     with analytics.open_run(tmp_path / "fits") as run:
         assert run.epoch_window() is None
-        accuracy = run.query("epochs", split="train")
+        accuracy = run.query("epoch_accuracy", split="train")
         reached = int(accuracy.filter(accuracy["accuracy"] >= 0.95)["epoch"][0])
         assert reached < E - 1
         with pytest.warns(UserWarning, match=rf"training accuracy reached .* at epoch {reached} .*"
