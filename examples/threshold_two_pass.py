@@ -49,7 +49,8 @@ for pass_index in (0, 1):
 # both runs in one table: each scored on the epoch window its threshold samples choose, then per sample
 # over the passes where it was real: flagged when its mean AUM - cutoff is below 0
 with analytics.open_runs([args.out / "pass-0", args.out / "pass-1"]) as runs:
-    print(runs.epoch_windows().select("run", "epoch_from", "epoch_to"))
+    for window in runs.epoch_windows().iter_rows(named=True):
+        print(f"pass {window['run']}: epochs {window['epoch_from']}:{window['epoch_to']} ({window['chosen_by']})")
     combined = runs.scores()
 mislabeled = np.isin(combined["sample_id"].to_numpy(), flipped)
 flagged = combined["flagged"].to_numpy()

@@ -141,7 +141,8 @@ def test_aum_dropin_csv_equals_the_recorded_run(tmp_path) -> None:
 def test_threshold_two_pass_scores_every_sample(tmp_path) -> None:
     printed = run_example(sys.executable, str(EXAMPLES / "threshold_two_pass.py"), "--out", str(tmp_path),
                           "--epochs", "8")
-    scored = int(printed.split(" samples scored")[0])
+    assert re.search(r"^pass 0: epochs 0:\d+ \(threshold samples\)$", printed, re.MULTILINE)
+    scored = int(printed.split(" samples scored")[0].splitlines()[-1])
     assert scored == 1797  # the two passes' threshold samples are disjoint: every sample is real once
     precision = float(printed.split("precision ")[1].split(",")[0])
     assert precision > 0.5  # 20 % noise: chance would give 0.2

@@ -114,7 +114,7 @@ def test_cli_errors_are_one_line(scored_run, tmp_path, args, message) -> None:
 def test_bad_epoch_range_is_a_usage_error(scored_run) -> None:
     path, _ = scored_run
     result = tdlog("score", str(path), "--out", "x.parquet", "--epochs", "3")
-    assert result.returncode == 1 and "expected FROM:TO" in result.stderr
+    assert result.returncode == 1 and "expected auto, all or FROM:TO" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
