@@ -241,7 +241,8 @@ def _export(args: argparse.Namespace) -> None:
 
     with _open(args) as run:
         if args.aum_csv is not None:
-            aum = run.aum(epochs=args.epochs, split=args.split, per_update=True)
+            # the aum package's AUM spans every update: "auto" (the default) means every epoch here
+            aum = run.aum(epochs=None if args.epochs == "auto" else args.epochs, split=args.split, per_update=True)
             args.aum_csv.mkdir(parents=True, exist_ok=True)
             path = write_aum_values(args.aum_csv, aum["sample_id"].to_list(), aum["aum"].to_numpy())
             print(f"wrote {aum.height} samples to {path}")
