@@ -1,11 +1,11 @@
 """The score table: every score per sample in one pass over the records, joined with the samples table.
 
-``sql/scores.sql`` is the definition. On DuckDB, ``sql/scores_one_pass.sql`` computes it in one
+``sql/scores.sql`` is the definition. Both engines compute it with ``sql/scores_one_pass.sql``: one
 ``GROUP BY sample_id`` (no per-epoch averaging, no window), packing per sample which epochs were recorded
 and which were learned into bit masks (:mod:`tdlog.analytics.epoch_masks`); a sample's row is exact when each of
 its epochs was observed once (observations = bits set), and the other samples (DDP padding, sampling with
-replacement) and ranges longer than ``MAX_EPOCHS`` epochs are computed by ``scores.sql`` itself. Spark
-runs ``scores.sql``.
+replacement) and ranges longer than ``MAX_EPOCHS`` epochs are computed by ``scores.sql`` itself. DuckDB
+finishes the masks here, Spark on its executors (:func:`tdlog.analytics.spark_scores.score_frame`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,16 @@ def score_table(engine: Engine, *, epochs: range | None = None, split: str = "tr
     el2n_to = early_end(recorded) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]
     params = {"split": split, "epoch_from": lower, "epoch_to": upper, "el2n_to": el2n_to}
     first, end = recorded_span(recorded, epochs)
-    if engine.dialect == "duckdb" and first is not None and end - first <= MAX_EPOCHS:
+    if engine.dialect == "spark":
+        from .spark_engine import to_polars
+        from .spark_scores import score_frame
+
+        persisted: list = []
+        rows = to_polars(score_frame(engine, epochs=epochs, split=split, el2n_epochs=el2n_epochs, recorded=recorded,
+                                     persisted=persisted))
+        for frame in persisted:
+            frame.unpersist()
+    elif first is not None and end - first <= MAX_EPOCHS:
         rows = _one_pass_rows(engine, params | {"epoch_from": first}, params)
     else:
         rows = engine.sql(queries.load("scores"), params)

@@ -7,8 +7,8 @@ the caller's SparkContext, so two runs in one application never see each other's
 
 Dialect switch: the ``sql/`` files mark parameters DuckDB's way, ``$name``; :func:`spark_dialect` rewrites
 the markers to Spark's ``:name`` and the values stay bound (``spark.sql(query, args=...)``), never
-formatted into the text. Everything else in the files is portable SQL; ``scores_one_pass.sql`` (DuckDB's
-fast path) is not used here.
+formatted into the text. Everything else in the files is portable SQL, ``scores_one_pass.sql`` (the score
+table's fast path) included.
 
 pyspark is optional: ``pip install 'tdlog[spark]'`` (Spark 4 needs Java 17 or newer).
 """

@@ -1,15 +1,21 @@
-"""The score table computed and written by Spark's executors (:meth:`tdlog.analytics.run.Run.write_scores` on
-``engine="spark"``): nothing per sample is collected to the driver."""
+"""The score table on Spark: ``sql/scores_one_pass.sql`` (one aggregation by sample over ``records``, epoch
+bit masks) finished by the executors (:func:`score_frame`), and computed and written by them
+(:meth:`tdlog.analytics.run.Run.write_scores` on ``engine="spark"``): nothing per sample is collected to the
+driver."""
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
 from . import queries
+from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
 from .epochs import early_end, epoch_bounds, recorded_epochs, recorded_span
 from .gmm import DEFAULT_FIT_SAMPLE, fit_mixture, nothing_to_separate
 from .spark_engine import to_polars
@@ -18,6 +24,66 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from .spark_engine import SparkEngine
+
+SCORE_TYPES = ("aum DOUBLE, aul DOUBLE, confidence DOUBLE, variability DOUBLE, correctness DOUBLE, el2n DOUBLE, "
+               "never_learned BOOLEAN, forgetting_events BIGINT, first_learned_epoch BIGINT, "
+               "learned_for_good_epoch BIGINT, epochs BIGINT")
+
+
+def score_frame(engine: SparkEngine, *, epochs: range | None = None, split: str = "train",
+                el2n_epochs: range | None = None, recorded: list[int] | None = None,
+                persisted: list[DataFrame] | None = None) -> DataFrame:
+    """``sql/scores.sql``'s rows as a lazy DataFrame, in one pass over the records: ``scores_one_pass.sql``
+    aggregates by sample, then each partition of its result gets the forgetting columns from the epoch
+    masks (``mapInArrow``, :func:`tdlog.analytics.epoch_masks.forgetting_columns`). Samples whose row is not
+    exact (an epoch seen twice) are recomputed with ``scores.sql``, as are ranges longer than ``MAX_EPOCHS``.
+    The per-sample result is persisted (one row per sample) and appended to ``persisted`` for the caller to
+    unpersist. ``recorded``: the split's recorded epochs, when the caller has them."""
+    from pyspark.sql import functions as F
+
+    recorded = recorded_epochs(engine, split) if recorded is None else recorded
+    lower, upper = epoch_bounds(epochs)
+    el2n_to = early_end(recorded) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]
+    params = {"split": split, "epoch_from": lower, "epoch_to": upper, "el2n_to": el2n_to}
+    first, end = recorded_span(recorded, epochs)
+    if first is None or end - first > MAX_EPOCHS:
+        return engine.frame(queries.load("scores"), params)
+    packed = engine.frame(queries.load("scores_one_pass"), params | {"epoch_from": first})
+    id_type = packed.schema["sample_id"].dataType.simpleString()
+    finished = packed.mapInArrow(partial(_finish_batches, epoch_from=first),
+                                 f"sample_id {id_type}, {SCORE_TYPES}, exact BOOLEAN").persist()
+    if persisted is not None:
+        persisted.append(finished)
+    rows = finished.filter("exact").drop("exact")
+    inexact = finished.filter(~F.col("exact")).select("sample_id")
+    if inexact.isEmpty():
+        return rows
+    rechecked = engine.frame(queries.load("scores"), params).join(inexact, "sample_id", "left_semi")
+    return rows.unionByName(rechecked)
+
+
+def _finish_batches(batches: Iterator[pa.RecordBatch], *, epoch_from: int) -> Iterator[pa.RecordBatch]:
+    """``scores_one_pass.sql`` rows -> ``scores.sql`` columns, plus ``exact`` (each recorded epoch observed
+    once: observations = bits set)."""
+    for batch in batches:
+        recorded, learned = (np.vstack([batch.column(f"{name}_{w}").to_numpy(zero_copy_only=False)
+                                        for w in range(WORDS)]).astype(np.int64) for name in ("recorded", "learned"))
+        observations = batch.column("observations").to_numpy(zero_copy_only=False)
+        forgetting = forgetting_columns(recorded, learned, epoch_from)
+        counts = [_nullable_int(forgetting[name])
+                  for name in ("forgetting_events", "first_learned_epoch", "learned_for_good_epoch")]
+        yield pa.RecordBatch.from_arrays(
+            [*(batch.column(name) for name in ("sample_id", "aum", "aul", "confidence", "variability",
+                                               "correctness", "el2n")),
+             pa.array(forgetting["never_learned"]), *counts, batch.column("observations"),
+             pa.array(popcount(recorded) == observations)],
+            names=["sample_id", "aum", "aul", "confidence", "variability", "correctness", "el2n", "never_learned",
+                   "forgetting_events", "first_learned_epoch", "learned_for_good_epoch", "epochs", "exact"])
+
+
+def _nullable_int(values: np.ndarray) -> pa.Array:
+    missing = np.isnan(values)
+    return pa.array(np.where(missing, 0, values).astype(np.int64), mask=missing)
 
 
 def write_scores(
@@ -37,19 +103,30 @@ def write_scores(
     threshold cutoff (one number) and the GMM fit (on a seeded sample of at most ``fit_sample`` real
     samples' AUL, ordered by ``sample_id``) happen on the driver; each row's ``p_mislabeled`` is the fitted
     posterior of the higher-mean component, computed on the executors. Returns the row count."""
-    from pyspark.sql import functions as F
-
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile: expected a value in [0, 100], got {percentile}")
-    lower, upper = epoch_bounds(epochs)
+    persisted: list[DataFrame] = []
+    try:
+        return _write(engine, out, epochs=epochs, split=split, el2n_epochs=el2n_epochs, percentile=percentile,
+                      seed=seed, fit_sample=fit_sample, persisted=persisted)
+    finally:
+        for frame in persisted:
+            frame.unpersist()
+
+
+def _write(engine: SparkEngine, out: str | os.PathLike, *, epochs: range | None, split: str,
+           el2n_epochs: range | None, percentile: float, seed: int, fit_sample: int | None,
+           persisted: list[DataFrame]) -> int:
+    from pyspark.sql import functions as F
+
     recorded = recorded_epochs(engine, split)
-    el2n_to = early_end(recorded) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]
-    scores = engine.frame(queries.load("scores"), {"split": split, "epoch_from": lower, "epoch_to": upper,
-                                                   "el2n_to": el2n_to})
+    scores = score_frame(engine, epochs=epochs, split=split, el2n_epochs=el2n_epochs, recorded=recorded,
+                         persisted=persisted)
     first, end = recorded_span(recorded, epochs)
     table = scores.join(engine.session.table("samples"), "sample_id", "left").withColumns({
         "is_threshold": F.coalesce(F.col("is_threshold"), F.lit(False)),
-        "epoch_from": F.lit(first).cast("bigint"), "epoch_to": F.lit(end).cast("bigint")})
+        "epoch_from": F.lit(first).cast("bigint"), "epoch_to": F.lit(end).cast("bigint")}).persist()
+    persisted.append(table)
     cutoff = table.filter("is_threshold").agg(F.percentile("aum", percentile / 100)).first()[0]
     if cutoff is not None:
         table = table.withColumn("aum_flagged", (F.col("aum") < F.lit(cutoff)) & ~F.col("is_threshold"))

@@ -12,6 +12,7 @@ import torch
 from polars.testing import assert_frame_equal
 
 import tdlog.analytics as analytics
+from tdlog.analytics.epoch_masks import MAX_EPOCHS
 from tdlog.analytics.spark_engine import spark_session
 from tdlog.cli import main
 from tdlog.recorder import Recorder
@@ -19,6 +20,7 @@ from tdlog.recorder import Recorder
 from ..conftest import write_run
 from .test_engines import write_object_store_run
 from .test_mapd import write_probe_run
+from .test_one_pass import EPOCHS, gappy_run  # noqa: F401  (the fixture)
 
 pytest.importorskip("pyspark")
 if shutil.which("java") is None:
@@ -160,3 +162,21 @@ def test_report_on_spark_goes_into_the_run_folder(scored_run, tmp_path) -> None:
     assert main(["report", str(path), "--engine", "spark"]) == 0
     page = (path / "report.html").read_text()
     assert "AUM histogram" in page and "data map" in page and "most suspicious samples" in page
+
+
+@pytest.mark.parametrize("epochs", [range(0, 60), range(5, 5 + MAX_EPOCHS), None])
+def test_the_one_pass_scores_equal_scores_sql_on_spark(gappy_run, spark, tmp_path, epochs) -> None:  # noqa: F811
+    """Gaps, repeats within an epoch (the exact query's samples), 260 epochs (more than the masks hold)."""
+    lower, upper = (0, 2**62) if epochs is None else (epochs.start, epochs.stop)
+    with analytics.open_run(gappy_run, engine="spark", spark=spark) as run:
+        fast = run.scores(epochs=epochs, el2n_epochs=range(0, 30))
+        exact = run.query("scores", split="train", epoch_from=lower, epoch_to=upper, el2n_to=30)
+        written = run.write_scores(tmp_path / "scores.parquet", epochs=epochs, el2n_epochs=range(0, 30))
+    with analytics.open_run(gappy_run) as duck:
+        on_duckdb = duck.scores(epochs=epochs, el2n_epochs=range(0, 30))
+    _same(exact.select(exact.columns), fast.select(exact.columns))
+    _same(on_duckdb, fast)
+    assert fast["forgetting_events"].max() >= 2 and fast["epochs"].min() < min(upper, EPOCHS) - lower
+    from_files = pl.read_parquet(tmp_path / "scores.parquet" / "*.parquet")
+    assert written == from_files.height == fast.height
+    _same(fast.select(exact.columns), from_files.select(exact.columns))
