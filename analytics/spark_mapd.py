@@ -1,8 +1,8 @@
-"""MAP-D on Spark: each sample's per-epoch mean losses gathered into one row by the executors
-(``sql/trajectory_points.sql``), the reference probes' trajectories collected to the driver and shipped
-with the task, and each partition searched with FAISS (``mapInArrow``). Same columns and values as the
-DuckDB path of :func:`tdlog.analytics.mapd.mapd`. On a cluster, tdlog and FAISS must be installed on the
-executors."""
+"""MAP-D on Spark: each sample's observed losses gathered into one row by the executors in one aggregation
+over the records (``sql/trajectory_points.sql``; averaged per epoch here), the reference probes'
+trajectories collected to the driver and shipped with the task, and each partition searched with FAISS
+(``mapInArrow``). Same columns and values as the DuckDB path of :func:`tdlog.analytics.mapd.mapd`. On a
+cluster, tdlog and FAISS must be installed on the executors."""
 
 from __future__ import annotations
 
@@ -53,8 +53,9 @@ def mapd_frame(engine: SparkEngine, *, k: int, suites: list[str] | None, epoch_l
 
 
 def points_matrix(points: pa.Array | pa.ChunkedArray, epochs: list[int]) -> np.ndarray:
-    """``list<struct<epoch, loss>>`` per sample -> ``[n, len(epochs)]`` float32 trajectories, forward-filled
-    (the epochs are every recorded epoch of the range, so each point has its column)."""
+    """``list<struct<epoch, loss>>`` per sample -> ``[n, len(epochs)]`` float32 trajectories: the mean of
+    each epoch's points (float64 sums), forward-filled (the epochs are every recorded epoch of the range, so
+    each point has its column)."""
     if isinstance(points, pa.ChunkedArray):
         points = points.combine_chunks()
     lengths = points.value_lengths().to_numpy(zero_copy_only=False)
@@ -62,6 +63,10 @@ def points_matrix(points: pa.Array | pa.ChunkedArray, epochs: list[int]) -> np.n
     column_of = np.full(epochs[-1] - epochs[0] + 1, -1, dtype=np.int64)
     column_of[np.asarray(epochs) - epochs[0]] = np.arange(len(epochs))
     columns = column_of[flat.field("epoch").to_numpy(zero_copy_only=False) - epochs[0]]
-    matrix = np.full((len(lengths), len(epochs)), np.nan, dtype=np.float32)
-    matrix[np.repeat(np.arange(len(lengths)), lengths), columns] = flat.field("loss").to_numpy(zero_copy_only=False)
+    cells = np.repeat(np.arange(len(lengths)) * len(epochs), lengths) + columns
+    size = len(lengths) * len(epochs)
+    sums = np.bincount(cells, weights=flat.field("loss").to_numpy(zero_copy_only=False), minlength=size)
+    counts = np.bincount(cells, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = (sums / counts).astype(np.float32).reshape(len(lengths), len(epochs))
     return forward_fill(matrix)

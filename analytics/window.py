@@ -13,7 +13,8 @@ samples:
   non-probe samples; at most ``MAX_SAMPLES`` of each, chosen by hash of ``sample_id``);
 - the window with the largest ``d_e`` is chosen.
 
-One pass over the records computes every candidate at once (``sql/window_search.sql``). A run without
+One pass over the records gathers the sampled samples' rows (``sql/window_search.sql``, no shuffle: the
+sample is a broadcast join), and NumPy computes every candidate at once (:func:`prefix_statistics`). A run without
 threshold samples keeps every epoch; when its training accuracy reaches ``MEMORISATION_ACCURACY`` before
 its last epoch, a warning says that later epochs may hold memorised labels.
 """
@@ -76,23 +77,52 @@ def choose_window(engine: Engine, *, split: str = "train", min_share: float = MI
     other registered samples with records."""
     if not 0 < min_share <= 1:
         raise ValueError(f"min_share: expected a share in (0, 1], got {min_share}")
-    groups = engine.sql(queries.load("window_search"), {"split": split, "max_samples": max_samples})
-    threshold, other = (groups.filter(pl.col("is_threshold") == flag).drop("is_threshold") for flag in (True, False))
-    if not threshold.height or not other.height:
+    rows = engine.sql(queries.load("window_search"), {"split": split, "max_samples": max_samples})
+    flags = rows["is_threshold"].to_numpy()
+    if flags.all() or not flags.any():
         return None
-    both = threshold.join(other, on="epoch", suffix="_other").sort("epoch")
-    spread = np.sqrt((both["var_aum"].to_numpy() + both["var_aum_other"].to_numpy()) / 2)
-    difference = both["mean_aum_other"].to_numpy() - both["mean_aum"].to_numpy()
+    epochs, statistics = prefix_statistics(rows)
+    (threshold_mean, threshold_var, threshold_n), (other_mean, other_var, other_n) = statistics
+    spread = np.sqrt((other_var + threshold_var) / 2)
+    difference = other_mean - threshold_mean
     with np.errstate(divide="ignore", invalid="ignore"):
         separation = np.where(spread > 0, difference / spread, np.sign(difference) * np.inf)
-    min_epochs = max(1, math.ceil(min_share * both.height))
-    eligible = np.arange(both.height) >= min_epochs - 1
+    min_epochs = max(1, math.ceil(min_share * len(epochs)))
+    eligible = np.arange(len(epochs)) >= min_epochs - 1
     best = int(np.argmax(np.where(eligible & ~np.isnan(separation), separation, -np.inf)))
-    epochs = both["epoch"]
-    criterion = pl.DataFrame({"epoch": epochs, "separation": separation, "threshold_aum": both["mean_aum"],
-                              "other_aum": both["mean_aum_other"], "eligible": eligible})
+    criterion = pl.DataFrame({"epoch": epochs, "separation": separation, "threshold_aum": threshold_mean,
+                              "other_aum": other_mean, "eligible": eligible})
     return EpochWindow(range(int(epochs[0]), int(epochs[best]) + 1), criterion, min_epochs,
-                       int(threshold["samples"].max()), int(other["samples"].max()))
+                       int(threshold_n.max()), int(other_n.max()))
+
+
+def prefix_statistics(rows: pl.DataFrame) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """From ``sample_id, is_threshold, epoch, margin`` rows: the recorded epochs ``e`` (ascending) and, for the
+    threshold samples and then the others, per ``e`` the mean, population variance and count of ``aum_e(i)``
+    (the mean of sample ``i``'s per-epoch mean margins up to ``e``) over the samples with a record in ``e``.
+    Vectorised: one ``samples x epochs`` matrix of per-epoch means, cumulated along the epochs."""
+    sample_of = rows["sample_id"].rank("dense").to_numpy().astype(np.int64) - 1
+    epoch_of = rows["epoch"].rank("dense").to_numpy().astype(np.int64) - 1
+    epochs = rows["epoch"].unique().sort().to_numpy()
+    samples = int(sample_of.max()) + 1
+    cells = sample_of * len(epochs) + epoch_of
+    size = samples * len(epochs)
+    sums = np.bincount(cells, weights=rows["margin"].to_numpy().astype(np.float64), minlength=size)
+    counts = np.bincount(cells, minlength=size)
+    present = (counts > 0).reshape(samples, len(epochs))
+    means = np.divide(sums, counts, out=np.zeros(size), where=counts > 0).reshape(present.shape)
+    prefix = np.cumsum(means, axis=1) / np.maximum(np.cumsum(present, axis=1), 1)
+    prefix[~present] = np.nan
+    is_threshold = np.zeros(samples, dtype=bool)
+    is_threshold[sample_of] = rows["is_threshold"].to_numpy()
+    statistics = []
+    for group in (is_threshold, ~is_threshold):
+        values = prefix[group]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an epoch no sample of the group has
+            statistics.append((np.nanmean(values, axis=0), np.nanvar(values, axis=0),
+                               (~np.isnan(values)).sum(0)))
+    return epochs, statistics
 
 
 def check_epochs_argument(epochs: Epochs) -> None:

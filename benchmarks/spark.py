@@ -13,7 +13,9 @@ times:
 3. ``write_scores(epochs=None)``: the same without the window search;
 4. ``duckdb``: ``open_run(run, threads=N).scores()`` with as many threads as the master has cores.
 
-The Spark session starts once per process (its start-up is reported on its own). Reports the medians, the
+Each process is pinned to as many CPUs as its ``local[N]`` master has cores (the JVM's garbage collector and
+compiler threads, the Python workers and DuckDB included), so that the two masters compare 1 and 2 cores of
+the machine. The Spark session starts once per process (its start-up is reported on its own). Reports the medians, the
 ratios to the bare aggregate, and the speed-up of the first master over the second; writes JSON.
 
 Usage: python benchmarks/spark.py [--samples 100000] [--epochs 100] [--small] [--masters local[2] local[1]]
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import json
+import os
 import platform
 import re
 import shutil
@@ -54,6 +57,8 @@ def measure(run_path: Path, master: str, repeats: int, scratch: Path) -> dict:
     from tdlog.analytics.spark_engine import spark_session
 
     cores = int(re.fullmatch(r"local\[(\d+)\]", master).group(1)) if master.startswith("local[") else None
+    if cores is not None and cores < len(os.sched_getaffinity(0)):
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))  # the JVM (GC, JIT) gets N cores too
     start = time.perf_counter()
     session = spark_session(master)
     startup = time.perf_counter() - start

@@ -1,12 +1,13 @@
 -- name: window_search
--- The epoch-window criterion's inputs (tdlog.analytics.window.choose_window), in one pass over `records`:
--- for every recorded epoch e of $split and each group (threshold samples, other registered non-probe
--- samples), over the group's samples with a record in epoch e:
+-- The epoch-window criterion's rows (tdlog.analytics.window.choose_window), in one pass over `records`:
+-- every row of $split of a sample of the threshold samples and of the other registered non-probe samples
+-- (at most $max_samples of each group, the lowest hash(sample_id) first: deterministic per engine), as
+-- sample_id, is_threshold, epoch, margin. choose_window averages each sample's rows per epoch and computes,
+-- for every recorded epoch e and each group, over the group's samples with a record in epoch e:
 --   aum_e(i) = mean of sample i's per-epoch mean margins over its recorded epochs <= e
 --              (its AUM over the prefix window [first epoch, e + 1)),
---   samples = count, mean_aum = mean_i aum_e(i), var_aum = population variance of aum_e(i).
--- Each group is a sample of at most $max_samples of its samples, the lowest hash(sample_id) first
--- (deterministic per engine).
+-- and the group's mean and population variance of aum_e. The sample is joined as a broadcast table (a hint
+-- Spark reads; a comment to DuckDB): no shuffle of the records.
 -- parameters: $split (text), $max_samples (int)
 -- views: records, samples
 WITH chosen AS (
@@ -20,28 +21,8 @@ WITH chosen AS (
         WHERE probe IS NULL AND is_threshold IS NOT NULL
     ) AS ranked
     WHERE pick <= $max_samples
-),
-per_epoch AS (
-    SELECT r.sample_id, r.epoch, avg(r.margin) AS margin
-    FROM records AS r
-    JOIN chosen AS c ON c.sample_id = r.sample_id
-    WHERE r.split = $split
-    GROUP BY r.sample_id, r.epoch
-),
-prefix AS (
-    SELECT
-        sample_id,
-        epoch,
-        avg(margin) OVER (PARTITION BY sample_id ORDER BY epoch) AS aum
-    FROM per_epoch
 )
-SELECT
-    p.epoch,
-    c.is_threshold,
-    count(*) AS samples,
-    avg(p.aum) AS mean_aum,
-    var_pop(p.aum) AS var_aum
-FROM prefix AS p
-JOIN chosen AS c ON c.sample_id = p.sample_id
-GROUP BY p.epoch, c.is_threshold
-ORDER BY p.epoch, c.is_threshold
+SELECT /*+ BROADCAST(c) */ r.sample_id, c.is_threshold, r.epoch, r.margin
+FROM records AS r
+JOIN chosen AS c ON c.sample_id = r.sample_id
+WHERE r.split = $split
