@@ -146,18 +146,22 @@ def _write(engine: SparkEngine, out: str | os.PathLike, *, epochs: range | None,
     writer = table.orderBy("sample_id").write.mode("overwrite")
     if str(out).endswith(".csv"):
         writer.option("header", "true").csv(str(out))
-        return engine.session.read.option("header", "true").csv(str(out)).count()
-    writer.parquet(str(out))
-    return engine.session.read.parquet(str(out)).count()
+    else:
+        writer.parquet(str(out))
+    return table.count()  # the persisted table the files were written from
 
 
 def _gmm_fit_values(real: DataFrame, seed: int, fit_sample: int | None) -> np.ndarray:
     """The AUL values the mixture is fitted on, collected to the driver in ``sample_id`` order: every
     real sample's, or a seeded Bernoulli sample of about ``fit_sample`` of them."""
-    count = real.count()
-    if fit_sample is not None and count > fit_sample:
-        real = real.sample(fraction=min(1.0, 1.1 * fit_sample / count), seed=seed).limit(fit_sample)
-    return to_polars(real.select("sample_id", "aul").orderBy("sample_id"))["aul"].to_numpy()
+    ordered = real.select("sample_id", "aul").orderBy("sample_id")
+    if fit_sample is None:
+        return to_polars(ordered)["aul"].to_numpy()
+    values = to_polars(ordered.limit(fit_sample + 1))["aul"].to_numpy()  # one job when all of them fit
+    if len(values) <= fit_sample:
+        return values
+    sampled = real.sample(fraction=min(1.0, 1.1 * fit_sample / real.count()), seed=seed).limit(fit_sample)
+    return to_polars(sampled.select("sample_id", "aul").orderBy("sample_id"))["aul"].to_numpy()
 
 
 def _posterior(x, model, noisy: int):
