@@ -17,6 +17,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	scripts/install-chromium.sh
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)

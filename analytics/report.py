@@ -1,6 +1,8 @@
-"""``write_report``: one self-contained HTML page (plots embedded as PNG data URIs, no network) for a run.
+"""``write_report``: one self-contained HTML page for a run, interactive by default
+(:mod:`tdlog.analytics.interactive`); with ``static=True`` the plots are embedded as PNG data URIs (no
+network, no script).
 
-Sections, each shown when the run has what it needs: AUM histogram with the threshold cutoff, AUL histogram
+Static sections, each shown when the run has what it needs: AUM histogram with the threshold cutoff, AUL histogram
 with both GMM components, data map, forgetting events, MAP-D mean loss trajectories per probe suite and the
 held-out confusion matrix, and a gallery of the most suspicious samples (images from a samples column
 ``image``: a flat list of ``h * h`` grey levels, or ``image_path``: an image file).
@@ -193,9 +195,18 @@ def _suspicion_order(scores: pl.DataFrame) -> tuple[pl.Expr, bool, str]:
 
 
 def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gallery_size: int = 32,
-                 title: str | None = None, extra_sections: dict[str, str] | None = None) -> Path:
-    """Write the run's report to ``path`` (HTML, every plot embedded). ``extra_sections`` adds
-    ``{heading: html}`` sections at the top (the demo puts its evaluation tables there)."""
+                 title: str | None = None, extra_sections: dict[str, str] | None = None, static: bool = False,
+                 max_points: int | None = None) -> Path:
+    """Write the run's report to ``path``, one self-contained HTML file. By default the interactive page of
+    :func:`tdlog.analytics.interactive.write_interactive_report` (at most ``max_points`` samples drawn, default
+    ``MAX_POINTS``); ``static=True``: plots as embedded PNG images, for e-mail and papers. ``extra_sections``
+    adds ``{heading: html}`` sections at the top (the demo puts its evaluation tables there)."""
+    if not static:
+        from .interactive import MAX_POINTS, write_interactive_report
+
+        return write_interactive_report(run, path, split=split, gallery_size=gallery_size, title=title,
+                                        extra_sections=extra_sections,
+                                        max_points=MAX_POINTS if max_points is None else max_points)
     scores = run.scores(split=split)
     sections = dict(extra_sections or {})
     window = run.epoch_window(split=split)

@@ -117,11 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="soft labels p_clean*onehot(label) + p_noisy*onehot(prediction), .parquet or .json")
     mapd.add_argument("--priority", type=Path, metavar="FILE", help="training priority (p_clean + 1 - p_target)/2")
 
-    report = run_command("report", "self-contained HTML report: score plots, MAP-D, gallery of suspicious samples")
+    report = run_command("report", "self-contained interactive HTML report (--static: PNG plots)")
     report.add_argument("--out", type=Path, default=None,
                         help="report file (default RUN/report.html; for a URI, in its local copy)")
     report.add_argument("--split", default="train", help="split (default train)")
     report.add_argument("--gallery", type=int, default=32, help="suspicious samples shown (default 32)")
+    report.add_argument("--static", action="store_true", help="plots as PNG images, no script (for e-mail, papers)")
+    report.add_argument("--max-points", type=int, default=None,
+                        help="samples drawn in the interactive page (default 50,000; every flagged one kept)")
 
     commands.add_parser("demo", add_help=False,
                         help="noisy digits end to end: record, detect, compare, retrain, report (tdlog demo --help)")
@@ -289,7 +292,8 @@ def _report(args: argparse.Namespace) -> None:
     with _open(args) as run:
         if args.out is None and run.path is None:
             raise ValueError(f"--out: expected a report file for {run.location} (no local folder to put it in)")
-        written = write_report(run, args.out or run.path / "report.html", split=args.split, gallery_size=args.gallery)
+        written = write_report(run, args.out or run.path / "report.html", split=args.split, gallery_size=args.gallery,
+                               static=args.static, max_points=args.max_points)
     print(f"wrote {written}")
 
 

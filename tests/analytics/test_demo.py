@@ -1,10 +1,12 @@
-"""`tdlog demo` end to end on the bundled digits (default settings), `tdlog report`, noise models, errors."""
+"""`tdlog demo` end to end on the bundled digits (default settings), `tdlog report` (interactive and
+`--static`), noise models, errors."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+from html import unescape
 
 import numpy as np
 import polars as pl
@@ -82,7 +84,7 @@ def test_two_passes_score_every_sample_with_f1_08_and_the_noise_rate(demo) -> No
 
 def test_report_holds_every_method_cleanlab_the_windows_and_retraining(demo) -> None:
     windows, expected, table = combined_detection(demo)
-    html = (demo / "report.html").read_text()
+    html = unescape((demo / "report.html").read_text())  # the interactive page holds its sections as JSON text
     for window in windows.iter_rows(named=True):
         assert f"<tr><td>{window['run']}</td><td>{window['epoch_from']}</td><td>{window['epoch_to']}</td>" in html
     for name, value in noise_rates(table).items():
@@ -98,14 +100,18 @@ def test_report_holds_every_method_cleanlab_the_windows_and_retraining(demo) -> 
     assert float(accuracies["oracle"]) > standard
 
 
-def test_report_embeds_every_plot_and_needs_no_network(demo, tmp_path) -> None:
+def test_the_demo_report_is_interactive_and_the_static_one_embeds_every_plot(demo, tmp_path) -> None:
     page = (demo / "report.html").read_text()
-    assert embedded_images(page) == list(PLOTS)
-    assert "http://" not in page and "https://" not in page and "<script" not in page
-    assert main(["report", str(demo / "run"), "--out", str(tmp_path / "again.html"), "--gallery", "8"]) == 0
-    again = (tmp_path / "again.html").read_text()
-    assert embedded_images(again) == list(PLOTS)
-    assert again.count("<tr><td>") - again.count("<tr><td>random_") > 8  # the 8-row listing and the tables
+    for name in ("data_map", "aum_histogram", "aul_histogram", "forgetting", "epoch_window", "mapd_trajectories",
+                 "mapd_confusion", "selection_table", "suspicious"):
+        assert f'"name":"{name}"' in page, name
+    assert "<script" in page and 'src="http' not in page  # BokehJS inlined: nothing loaded from a network
+    static_args = ["--static", "--out", str(tmp_path / "static.html"), "--gallery", "8"]
+    assert main(["report", str(demo / "run"), *static_args]) == 0
+    static = (tmp_path / "static.html").read_text()
+    assert embedded_images(static) == list(PLOTS)
+    assert "http://" not in static and "https://" not in static and "<script" not in static
+    assert static.count("<tr><td>") - static.count("<tr><td>random_") > 8  # the 8-row listing and the tables
 
 
 def test_mapd_on_the_digits_run_is_far_above_chance(demo) -> None:
@@ -153,8 +159,12 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path) -> None:
 
 def test_report_of_a_run_without_threshold_samples_probes_or_images(small_run, tmp_path) -> None:
     path, _ = small_run
-    assert main(["report", str(path)]) == 0
+    assert main(["report", str(path), "--static"]) == 0
     page = (path / "report.html").read_text()
     assert embedded_images(page) == ["AUM histogram", "AUL histogram", "data map", "forgetting histogram"]
     assert "No images registered" in page and "MAP-D" not in page
+    assert main(["report", str(path)]) == 0  # interactive: no epoch window, no MAP-D, no thumbnails
+    page = (path / "report.html").read_text()
+    assert '"name":"data_map"' in page and '"name":"epoch_window"' not in page and "mapd" not in page
+    assert "thumbnail" not in page
     assert main(["report", str(tmp_path / "missing")]) == 1

@@ -161,7 +161,7 @@ def test_report_on_spark_goes_into_the_run_folder(scored_run, tmp_path) -> None:
     path = shutil.copytree(scored_run[0], tmp_path / "run")
     assert main(["report", str(path), "--engine", "spark"]) == 0
     page = (path / "report.html").read_text()
-    assert "AUM histogram" in page and "data map" in page and "most suspicious samples" in page
+    assert '"name":"data_map"' in page and '"name":"aum_histogram"' in page and "most suspicious samples" in page
 
 
 @pytest.mark.parametrize("epochs", [range(0, 60), range(5, 5 + MAX_EPOCHS), None])
