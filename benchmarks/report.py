@@ -1,8 +1,8 @@
 """The interactive report's size and load time at 10,000 and 1,000,000 samples.
 
-For each size: a synthetic run (3 epochs, 10 classes plus threshold samples, written by the recorder), the time
-``write_report`` takes, the file size, and the time Debian's chromium (Playwright, ``executable_path``) takes
-from navigation to BokehJS having drawn the data map, median of ``--loads``. Prints a table, writes JSON.
+For each size: a synthetic run (3 epochs, 10 classes plus threshold samples: benchmarks/engine.py's generator),
+the time ``write_report`` takes, the file size, and the time Debian's chromium (Playwright, ``executable_path``)
+takes from navigation to BokehJS having drawn the data map, median of ``--loads``. Prints a table, writes JSON.
 
 Usage: python benchmarks/report.py [--sizes 10000 1000000] [--loads 3]
 """
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import json
@@ -21,28 +22,12 @@ import statistics
 import tempfile
 import time
 
-import torch
-
 import tdlog.analytics as analytics
+from benchmarks.engine import write_run
 from tdlog.analytics.report import write_report
-from tdlog.recorder import Recorder, threshold_samples
 
 READY = ("() => window.Bokeh && Bokeh.documents.length > 0 && "
          "Bokeh.index.get_one(Bokeh.documents[0].get_model_by_name('data_map'))")
-
-
-def write_run(path: Path, samples: int) -> None:
-    generator = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 10, (samples,), generator=generator)
-    targets = threshold_samples(labels, 10, seed=0)
-    with Recorder(path, num_classes=10, with_threshold_class=True) as rec:
-        rec.register_samples(torch.arange(samples), labels, targets=targets)
-        for epoch in range(3):
-            for first in range(0, samples, 1 << 16):
-                ids = torch.arange(first, min(first + (1 << 16), samples))
-                logits = torch.randn(len(ids), 11, generator=generator)
-                logits[torch.arange(len(ids)), labels[ids]] += 1.5 * (epoch + 1)
-                rec.log(ids, logits, targets[ids], epoch=epoch)
 
 
 def load_seconds(path: Path, loads: int) -> list[float]:
@@ -74,7 +59,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="tdlog-report-"))
     try:
         for samples in args.sizes:
-            write_run(scratch / f"run-{samples}", samples)
+            write_run(scratch / f"run-{samples}", samples, 3)
             with analytics.open_run(scratch / f"run-{samples}") as run:
                 start = time.perf_counter()
                 path = write_report(run, scratch / f"report-{samples}.html")
