@@ -64,17 +64,19 @@ link.remove();
 """
 
 FILTER = """
-const classes = source.data["label"], flags = source.data["flagged"];
+const classes = Array.from(source.data["label"]), flags = source.data["flag_value"];
 const wanted = label.value, flag = flagged.value;
 view.filter.booleans = classes.map((c, i) => (wanted === "all" || String(c) === wanted)
-    && (flag === "all" || (flag === "flagged") === flags[i]));
+    && (flag === "all" || (flag === "flagged") === (flags[i] === 1)));
 source.selected.indices = source.selected.indices.filter((i) => view.filter.booleans[i]);
 source.change.emit();
 """
 
 COLOUR_BY = """
-renderer.glyph.fill_color = {field: choice.active === 0 ? "colour_flag" : "colour_correctness"};
-renderer.glyph.line_color = renderer.glyph.fill_color;
+const colour = choice.active === 0 ? {field: "flag_value", transform: by_flag}
+                                    : {field: "correctness", transform: by_correctness};
+renderer.glyph.fill_color = colour;
+renderer.glyph.line_color = colour;
 """
 
 
@@ -122,11 +124,13 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
         Div,
         HoverTool,
         LassoSelectTool,
+        LinearColorMapper,
         RadioButtonGroup,
         Select,
         Span,
         TableColumn,
     )
+    from bokeh.palettes import RdYlBu11
     from bokeh.plotting import figure
     from bokeh.resources import INLINE
 
@@ -140,12 +144,13 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
         if name not in real.columns:
             real = real.with_columns(pl.lit(None, pl.Float64).alias(name))
     shown, drawn_note = displayed(real, max_points)
-    correctness = shown["correctness"].fill_null(0).to_numpy()
-    data = {name: shown[name].to_numpy() for name in ("sample_id", "label", "confidence", "variability", "aum", "aul",
-                                                       "p_mislabeled", "flagged")}
-    data["predicted"] = shown["predicted"].fill_null(-1).to_numpy()
-    data["colour_flag"] = np.where(data["flagged"], FLAG_COLOURS[True], FLAG_COLOURS[False])
-    data["colour_correctness"] = np.array([f"#{int(255 * (1 - c)):02x}40{int(255 * c):02x}" for c in correctness])
+    # float32 and small integers: about 40 bytes a point in the page (colours are mapped in the browser)
+    data = {name: shown[name].cast(pl.Float32).to_numpy() for name in ("confidence", "variability", "aum", "aul",
+                                                                        "p_mislabeled", "correctness")}
+    data["sample_id"] = shown["sample_id"].to_numpy()
+    data["label"] = shown["label"].cast(pl.Int32).to_numpy()
+    data["predicted"] = shown["predicted"].fill_null(-1).cast(pl.Int32).to_numpy()
+    data["flag_value"] = shown["flagged"].cast(pl.Int8).to_numpy()
     tooltip = ("<div><b>sample @sample_id</b><br>label @label, predicted @predicted<br>AUM @aum{0.000}, "
                "AUL @aul{0.00}<br>p(mislabeled) @p_mislabeled{0.000}</div>")
     if "image" in shown.columns:
@@ -157,8 +162,11 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
     data_map = figure(title="Data map (box or lasso: select; hover: the sample)", width=620, height=460,
                       x_axis_label="variability", y_axis_label="confidence", tools="pan,wheel_zoom,reset",
                       name="data_map")
+    by_flag = LinearColorMapper(palette=[FLAG_COLOURS[False], FLAG_COLOURS[True]], low=0, high=1)
+    by_correctness = LinearColorMapper(palette=RdYlBu11[::-1], low=0, high=1)  # red: never right, blue: always
+    flag_colour = {"field": "flag_value", "transform": by_flag}
     points = data_map.scatter("variability", "confidence", source=source, view=view, size=6, alpha=0.7,
-                              fill_color="colour_flag", line_color="colour_flag", name="points")
+                              fill_color=flag_colour, line_color=flag_colour, name="points")
     box = BoxSelectTool(renderers=[points])
     data_map.add_tools(box, LassoSelectTool(renderers=[points]), HoverTool(renderers=[points], tooltips=tooltip))
     data_map.toolbar.active_drag = box
@@ -229,7 +237,8 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
     by_class.js_on_change("value", refilter)
     by_flag.js_on_change("value", refilter)
     colour = RadioButtonGroup(labels=["colour: flag", "colour: correctness"], active=0)
-    colour.js_on_change("active", CustomJS(args={"renderer": points, "choice": colour}, code=COLOUR_BY))
+    colour.js_on_change("active", CustomJS(args={"renderer": points, "choice": colour, "by_flag": by_flag,
+                                                 "by_correctness": by_correctness}, code=COLOUR_BY))
 
     suspicious = real.sort(["aum" if real["aum"].is_not_null().any() else "aul", "sample_id"],
                            descending=[not real["aum"].is_not_null().any(), False]).head(gallery_size)

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import tempfile
@@ -65,10 +66,13 @@ def main() -> None:
                 path = write_report(run, scratch / f"report-{samples}.html")
                 write_seconds = time.perf_counter() - start
             loads = load_seconds(path, args.loads)
-            rows.append({"samples": samples, "write_seconds": write_seconds, "bytes": path.stat().st_size,
-                         "load_seconds_each": loads, "load_seconds": statistics.median(loads)})
+            said = re.search(r"([\d,]+) of [\d,]+ samples are drawn|All ([\d,]+) samples are drawn", path.read_text())
+            drawn = int((said.group(1) or said.group(2)).replace(",", ""))
+            rows.append({"samples": samples, "drawn": drawn, "write_seconds": write_seconds,
+                         "bytes": path.stat().st_size, "load_seconds_each": loads,
+                         "load_seconds": statistics.median(loads)})
             mib = path.stat().st_size / 2**20
-            print(f"{samples:>10,} samples  write_report {write_seconds:6.1f} s  {mib:6.1f} MiB  "
+            print(f"{samples:>10,} samples, {drawn:>7,} drawn  write_report {write_seconds:6.1f} s  {mib:6.1f} MiB  "
                   f"loaded in {statistics.median(loads):5.2f} s (median of {args.loads})", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
