@@ -160,6 +160,16 @@ def test_demo_report_in_chromium(browser, demo_report) -> None:
     labels = page.evaluate("""() => { const s = Bokeh.documents[0].get_model_by_name("samples");
                                      return s.selected.indices.map((i) => s.data.label[i]); }""")
     assert labels and set(labels) == {3}
+    # and the flag filter leaves only flagged samples; colouring by correctness draws without an error
+    page.locator("select").first.select_option("all")
+    page.locator("select").nth(1).select_option("flagged")
+    report.drag("data_map", (0.0, 0.0), (1.0, 1.0))
+    flags = page.evaluate("""() => { const s = Bokeh.documents[0].get_model_by_name("samples");
+                                    return s.selected.indices.map((i) => s.data.flag_value[i]); }""")
+    assert flags and set(flags) == {1}
+    page.get_by_role("button", name="colour: correctness").click()
+    page.wait_for_timeout(300)
+    assert report.errors == []
 
 
 def write_million_run(path: Path) -> None:
