@@ -45,7 +45,10 @@ SELECTED = """() => {
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        except sync_api.Error as error:  # a machine where the installed chromium cannot start headless
+            pytest.skip(f"chromium at {CHROMIUM} does not start: {str(error).splitlines()[0]}")
         yield launched
         launched.close()
 
