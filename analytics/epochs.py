@@ -36,6 +36,16 @@ def recorded_span(recorded: list[int], epochs: range | None) -> tuple[int | None
     return (inside[0], inside[-1] + 1) if inside else (None, None)
 
 
+def score_params(recorded: list[int], *, epochs: range | None, el2n_epochs: range | None,
+                 split: str) -> tuple[dict, int | None, int | None]:
+    """The parameters of ``sql/scores.sql`` for ``epochs`` (EL2N over ``el2n_epochs``, default: the first
+    10 % of the ``recorded`` epochs), and :func:`recorded_span` of ``epochs``."""
+    lower, upper = epoch_bounds(epochs)
+    el2n_to = early_end(recorded) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]
+    return ({"split": split, "epoch_from": lower, "epoch_to": upper, "el2n_to": el2n_to},
+            *recorded_span(recorded, epochs))
+
+
 def early_end(recorded: list[int]) -> int:
     """End (exclusive) of the first 10 % of the ``recorded`` epochs, at least one: EL2N's default range."""
     return recorded[max(1, math.ceil(len(recorded) / 10)) - 1] + 1 if recorded else 0

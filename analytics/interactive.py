@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from .gmm import fit_gmm
-from .scores import noise_rates, real_samples
+from .scores import noise_rates, real_samples, suspicion_order
 from .threshold import cutoff_of
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
                       legend_label="threshold samples")
         aum_hist.add_layout(Span(location=cutoff, dimension="height", line_dash="dashed", line_color="black"))
     aul_hist, aul_edges = histogram("aul", "AUL", "aul_histogram")
-    estimates = noise_rates(real.with_columns(is_threshold=pl.lit(False), probe=pl.lit(None, pl.String)))
+    estimates = noise_rates(scores)
     if "p_mislabeled" in scores.columns and real["aul"].drop_nulls().len() >= 2:
         fitted = fit_gmm(real, "aul")
         grid = np.linspace(aul_edges[0], aul_edges[-1], 300)
@@ -240,8 +240,8 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
     colour.js_on_change("active", CustomJS(args={"renderer": points, "choice": colour, "by_flag": by_flag,
                                                  "by_correctness": by_correctness}, code=COLOUR_BY))
 
-    suspicious = real.sort(["aum" if real["aum"].is_not_null().any() else "aul", "sample_id"],
-                           descending=[not real["aum"].is_not_null().any(), False]).head(gallery_size)
+    order, descending, _ = suspicion_order(scores)
+    suspicious = real.sort([order, pl.col("sample_id")], descending=[descending, False]).head(gallery_size)
     top = _suspicious_table(suspicious)
     heading = html.escape(title or f"tdlog report: {run.location}")
     rates = ", ".join(f"{name} {value:.3f}" for name, value in estimates.items())

@@ -24,7 +24,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from .gmm import fit_gmm
-from .scores import noise_rates, real_samples
+from .scores import noise_rates, real_samples, suspicion_order
 from .threshold import cutoff_of
 
 if TYPE_CHECKING:
@@ -188,12 +188,6 @@ def _image_files(rows: pl.DataFrame) -> str:
     return "".join(cells)
 
 
-def _suspicion_order(scores: pl.DataFrame) -> tuple[pl.Expr, bool, str]:
-    if "aum" in scores.columns and scores["aum"].is_not_null().any():
-        return pl.col("aum"), False, "lowest AUM"
-    return pl.col("aul"), True, "highest AUL"
-
-
 def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gallery_size: int = 32,
                  title: str | None = None, extra_sections: dict[str, str] | None = None, static: bool = False,
                  max_points: int | None = None) -> Path:
@@ -248,7 +242,7 @@ def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gal
 
 
 def _gallery_section(run: Run, scores: pl.DataFrame, split: str, size: int) -> dict[str, str]:
-    order, descending, described = _suspicion_order(scores)
+    order, descending, described = suspicion_order(scores)
     real = real_samples(scores)
     last = run.query("last_epoch", split=split, epoch_from=0, epoch_to=2**62).select("sample_id", "predicted")
     suspicious = real.join(last, on="sample_id", how="left").sort([order, pl.col("sample_id")],

@@ -17,7 +17,7 @@ import polars as pl
 
 from . import queries
 from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
-from .epochs import early_end, epoch_bounds, recorded_epochs, recorded_span
+from .epochs import recorded_epochs, score_params
 from .gmm import fit_gmm
 from .threshold import cutoff_of
 
@@ -31,11 +31,8 @@ def score_table(engine: Engine, *, epochs: range | None = None, split: str = "tr
     ``epochs`` (see ``sql/scores.sql``), joined with the samples table (``is_threshold`` false where
     unregistered), by ``sample_id``, and ``epoch_from, epoch_to``: the recorded epochs the scores span
     (the same in every row). EL2N spans ``el2n_epochs`` (default: the first 10 % of the recorded epochs)."""
-    lower, upper = epoch_bounds(epochs)
     recorded = recorded_epochs(engine, split)
-    el2n_to = early_end(recorded) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]
-    params = {"split": split, "epoch_from": lower, "epoch_to": upper, "el2n_to": el2n_to}
-    first, end = recorded_span(recorded, epochs)
+    params, first, end = score_params(recorded, epochs=epochs, el2n_epochs=el2n_epochs, split=split)
     if engine.dialect == "spark":
         from .spark_engine import to_polars
         from .spark_scores import score_frame
@@ -76,6 +73,14 @@ def _one_pass_rows(engine: Engine, packed_params: dict, params: dict) -> pl.Data
     rechecked = engine.sql(f"SELECT * FROM ({queries.load('scores')}) WHERE sample_id IN (SELECT unnest($ids))",
                            params | {"ids": inexact.to_list()})
     return pl.concat([rows, rechecked.select(rows.columns)], how="vertical_relaxed")
+
+
+def suspicion_order(scores: pl.DataFrame) -> tuple[pl.Expr, bool, str]:
+    """How to rank samples most suspicious first: ``(column, descending, in words)``, by lowest AUM when the
+    table has AUM values, else by highest AUL."""
+    if "aum" in scores.columns and scores["aum"].is_not_null().any():
+        return pl.col("aum"), False, "lowest AUM"
+    return pl.col("aul"), True, "highest AUL"
 
 
 def real_samples(table: pl.DataFrame) -> pl.DataFrame:

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from . import queries
 from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
-from .epochs import early_end, epoch_bounds, recorded_epochs, recorded_span
+from .epochs import recorded_epochs, recorded_span, score_params
 from .gmm import DEFAULT_FIT_SAMPLE, fit_mixture, nothing_to_separate
 from .spark_engine import to_polars
 
@@ -42,10 +42,7 @@ def score_frame(engine: SparkEngine, *, epochs: range | None = None, split: str 
     from pyspark.sql import functions as F
 
     recorded = recorded_epochs(engine, split) if recorded is None else recorded
-    lower, upper = epoch_bounds(epochs)
-    el2n_to = early_end(recorded) if el2n_epochs is None else epoch_bounds(el2n_epochs)[1]
-    params = {"split": split, "epoch_from": lower, "epoch_to": upper, "el2n_to": el2n_to}
-    first, end = recorded_span(recorded, epochs)
+    params, first, end = score_params(recorded, epochs=epochs, el2n_epochs=el2n_epochs, split=split)
     if first is None or end - first > MAX_EPOCHS:
         return engine.frame(queries.load("scores"), params)
     packed = engine.frame(queries.load("scores_one_pass"), params | {"epoch_from": first})
