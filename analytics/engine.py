@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from .store import RunSnapshot
 
-VIEWS = ("raw_records", "attempts", "records", "epoch_stats", "samples")
+VIEWS = ("raw_records", "attempts", "records", "unscored", "epoch_stats", "samples")
 
 
 class Engine(Protocol):

@@ -81,7 +81,7 @@ class SparkEngine:
 
     def __init__(self, spark: SparkSession) -> None:
         self.session = spark.newSession()
-        self._records_filter = ""
+        self._records_filter = self._unscored_filter = ""
         self._location = ""
 
     def register(self, snapshot: RunSnapshot) -> None:
@@ -97,6 +97,8 @@ class SparkEngine:
         self._attempts_frame(snapshot.attempts).createOrReplaceTempView("attempts")
         self._records_filter = records_select(list(snapshot.attempts), snapshot.splits, raw.columns)
         self.session.sql(self._records_filter).createOrReplaceTempView("records")
+        self._unscored_filter = records_select(list(snapshot.attempts), snapshot.splits, raw.columns, scored=False)
+        self.session.sql(self._unscored_filter).createOrReplaceTempView("unscored")
         self.session.sql(EPOCH_STATS_SELECT).createOrReplaceTempView("epoch_stats")
         if snapshot.files.samples:
             frame = self.session.read.option("mergeSchema", "true").parquet(*snapshot.paths(snapshot.files.samples))
@@ -128,6 +130,7 @@ class SparkEngine:
             f"-- raw_records: spark.read.option('basePath', '{base}/{RECORDS_DIR}').parquet(<committed files>)",
             f"-- samples: spark.read.parquet(<committed files in {base}/{SAMPLES_DIR}>); attempts: _attempts/*.json",
             f"CREATE OR REPLACE TEMP VIEW records AS {self._records_filter};",
+            f"CREATE OR REPLACE TEMP VIEW unscored AS {self._unscored_filter};",
             f"CREATE OR REPLACE TEMP VIEW epoch_stats AS {EPOCH_STATS_SELECT};",
         ])
 

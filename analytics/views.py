@@ -1,8 +1,10 @@
-"""The views of a run, in SQL both engines run: ``raw_records``, ``attempts``, ``records``, ``epoch_stats``,
-``samples``.
+"""The views of a run, in SQL both engines run: ``raw_records``, ``attempts``, ``records``, ``unscored``,
+``epoch_stats``, ``samples``.
 
 ``records`` holds only the rows that count: of each split, at each position ``(epoch, step)``, the rows of
-the latest attempt that started in that split at or before it (FORMAT.md, "Attempts"). The rule is written
+the latest attempt that started in that split at or before it (FORMAT.md, "Attempts"), and of those only
+the observations: a sequence row with nothing to score (``tokens = 0``, every target ``-100``; its
+statistics are NaN) is in ``unscored`` instead, so that no score ever averages it in. The rule is written
 into the view as a filter on ``split``, ``attempt``, ``epoch`` and ``step`` from the attempt files as they
 are when the view is made (a join with ``attempts`` would cost every query a pass over the ``attempt``
 column); ``Run`` remakes the views when the committed files or the attempts change. ``epoch_stats`` averages the
@@ -90,16 +92,20 @@ def records_filter(attempts: list[dict], splits: list[str]) -> str:
 DERIVED_COLUMNS = {"correct": "CAST(pred = target AS FLOAT)", "tokens": "CAST(1 AS INT)"}
 
 
-def records_select(attempts: list[dict], splits: list[str], columns: list[str] | None = None) -> str:
-    """The ``records`` view over ``raw_records`` (portable SQL). ``columns``: the columns of
-    ``raw_records`` when some files predate format version 2 (``DERIVED_COLUMNS`` then fill in their
-    ``correct`` and ``tokens``); None when every file has them."""
+def records_select(attempts: list[dict], splits: list[str], columns: list[str] | None = None, *,
+                   scored: bool = True) -> str:
+    """The ``records`` view over ``raw_records`` (portable SQL), or with ``scored=False`` the ``unscored``
+    view (the rows that count with ``tokens = 0``). ``columns``: the columns of ``raw_records`` when some
+    files predate format version 2 (``DERIVED_COLUMNS`` then fill in their ``correct`` and ``tokens``);
+    None when every file has them."""
     select = "*"
     if columns is not None:
         select = ", ".join(f"coalesce({c}, {DERIVED_COLUMNS[c]}) AS {c}" if c in DERIVED_COLUMNS else c
                            for c in columns)
         select += "".join(f", {value} AS {c}" for c, value in DERIVED_COLUMNS.items() if c not in columns)
-    return f"SELECT {select} FROM raw_records WHERE {records_filter(attempts, splits)}"
+    tokens = "coalesce(tokens, 1)" if columns is None or "tokens" in columns else "1"
+    kept = f"{tokens} > 0" if scored else f"{tokens} = 0"
+    return f"SELECT {select} FROM raw_records WHERE ({records_filter(attempts, splits)}) AND {kept}"
 
 
 def epoch_stats_select(keys: str = "split, epoch, sample_id") -> str:
@@ -163,6 +169,7 @@ def duckdb_view_definitions(snapshot: RunSnapshot, columns: list[str] | None = N
         "raw_records": raw,
         "attempts": attempts,
         "records": records_select(list(snapshot.attempts), snapshot.splits, columns),
+        "unscored": records_select(list(snapshot.attempts), snapshot.splits, columns, scored=False),
         "epoch_stats": EPOCH_STATS_SELECT,
         "samples": samples,
     }
@@ -170,7 +177,7 @@ def duckdb_view_definitions(snapshot: RunSnapshot, columns: list[str] | None = N
 
 def union_view_definitions(per_run: list[dict[str, str]], locations: list[str]) -> dict[str, str]:
     """DuckDB views over several runs at once, from each run's :func:`duckdb_view_definitions`: ``records``,
-    ``attempts`` and ``samples`` with a leading ``run`` column (the run's index in ``per_run``),
+    ``unscored``, ``attempts`` and ``samples`` with a leading ``run`` column (the run's index in ``per_run``),
     ``epoch_stats`` per run, split, epoch and sample, and ``runs`` (``run, location``)."""
 
     def union(body) -> str:
@@ -181,6 +188,7 @@ def union_view_definitions(per_run: list[dict[str, str]], locations: list[str]) 
                        for index, location in enumerate(locations))
     return {
         "records": union(lambda views: f"WITH raw_records AS ({views['raw_records']}) {views['records']}"),
+        "unscored": union(lambda views: f"WITH raw_records AS ({views['raw_records']}) {views['unscored']}"),
         "attempts": union(lambda views: views["attempts"]),
         "samples": union(lambda views: views["samples"]),
         "epoch_stats": epoch_stats_select("run, split, epoch, sample_id"),

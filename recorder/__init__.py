@@ -10,6 +10,7 @@ from tdlog.format import FORMAT_VERSION
 
 from .aum_compat import AUMCalculator, AUMRecord
 from .dataset import DatasetWithIndex
+from .loss_check import LossMismatchError
 from .probes import ProbeSuites
 from .recorder import Recorder
 from .stats import batch_statistics
@@ -20,6 +21,7 @@ __all__ = [
     "AUMCalculator",
     "AUMRecord",
     "DatasetWithIndex",
+    "LossMismatchError",
     "ProbeSuites",
     "Recorder",
     "__version__",

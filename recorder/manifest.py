@@ -84,12 +84,17 @@ def create_or_validate(
 
 
 def update_manifest(run_dir: Path, **changes: Any) -> dict[str, Any]:
-    """Read-modify-write ``run.json`` under the lock. ``nonfinite_rows`` is added, not replaced."""
+    """Read-modify-write ``run.json`` under the lock. ``nonfinite_rows`` is added, not replaced;
+    ``loss_check`` (``{rank: report}``) is merged into the ranks already there."""
     path = run_dir / MANIFEST
     with run_lock(run_dir):
         manifest = read_json(path)
         for key, value in changes.items():
-            manifest[key] = manifest.get(key, 0) + value if key == "nonfinite_rows" else value
+            if key == "nonfinite_rows":
+                value = manifest.get(key, 0) + value
+            elif key == "loss_check":
+                value = {**manifest.get(key, {}), **value}
+            manifest[key] = value
         write_json_atomic(path, manifest)
         return manifest
 

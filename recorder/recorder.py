@@ -18,11 +18,15 @@ from . import manifest as manifest_io
 from .chunk import chunk_capacity
 from .commit import commit_table
 from .device import DeviceBatches, PendingBatch, device_batch, statistics_batch
+from .host_stats import host_statistics
+from .loss_check import LossCheck
 from .remote import RemoteMirror
 from .samples import build_samples_table, drop_already_registered, read_registered
 from .sequence import CHUNK_VALUES, IGNORE_INDEX, scored_targets, sequence_statistics
 from .staging import HostChunk
+from .stats import batch_statistics
 from .validate import (
+    check_batch_loss,
     check_epoch,
     check_id_type,
     check_logits,
@@ -91,6 +95,9 @@ class Recorder:
             temporary folder).
         filesystem: with a URI ``path``, the ``pyarrow.fs.FileSystem`` to write with (default: from the URI,
             e.g. ``s3://bucket/run?endpoint_override=host:9000&scheme=http``, and the environment).
+        strict: a batch whose recorded losses are not the model's own ``batch_loss`` (see :meth:`log` and
+            :mod:`tdlog.recorder.loss_check`) raises :class:`~tdlog.recorder.LossMismatchError` instead of a
+            warning.
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class Recorder:
         metadata: dict[str, Any] | None = None,
         local_dir: str | os.PathLike | None = None,
         filesystem: Any = None,
+        strict: bool = False,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
@@ -181,6 +189,7 @@ class Recorder:
         self._scratch: torch.Tensor | None = None  # sequence statistics' float32 buffer
         self._nonfinite_seen = 0
         self._nonfinite_warned = 0
+        self.loss_check = LossCheck(strict=strict, on_report=self._report_loss_check)
         self.closed = False
         _OPEN_RECORDERS.add(self)
 
@@ -196,6 +205,8 @@ class Recorder:
         split: str | None = None,
         step: int | None = None,
         shift: bool = False,
+        batch_loss: torch.Tensor | float | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
     ) -> None:
         """Record one batch: per sample, the statistics of :func:`tdlog.recorder.stats.batch_statistics`;
         for a sequence model, per example, their means over its tokens (:mod:`tdlog.recorder.sequence`).
@@ -219,11 +230,18 @@ class Recorder:
             step: global step; defaults to a counter of ``log`` calls.
             shift: token logits only: score token ``t`` against target ``t + 1``, as causal language
                 models' own loss does (pass their ``labels`` as ``targets``).
+            batch_loss: the loss the model returned for this batch (a scalar): the recorded losses are checked
+                against it (:mod:`tdlog.recorder.loss_check`; the first batches, then a sampled share).
+            num_items_in_batch: with ``batch_loss``, the count the model divided its summed loss by (the
+                Hugging Face Trainer's normalisation under gradient accumulation), when not this batch's own.
         """
         self._raise_pending_errors()
         check_logits(logits, self.num_outputs)
+        check_batch_loss(batch_loss, num_items_in_batch)
+        checked = (batch_loss, num_items_in_batch) if batch_loss is not None and self.loss_check.due() else None
         if logits.dim() == 3:
-            self._log_sequence(sample_ids, logits, targets, loss, epoch=epoch, split=split, step=step, shift=shift)
+            self._log_sequence(sample_ids, logits, targets, loss, epoch=epoch, split=split, step=step, shift=shift,
+                               checked=checked)
             return
         batch_size, epoch, split = self._check_batch(logits, targets, loss, epoch, split, (logits.shape[0],))
         if batch_size == 0:  # an empty batch (the last of a filtered loader): nothing to record
@@ -242,6 +260,22 @@ class Recorder:
             lowest, highest = torch.aminmax(targets)
             check_target_range("targets", int(lowest), int(highest), self.num_outputs)
             self._stage_host(ids, logits, targets, loss, epoch, split, step)
+        if checked is not None:
+            self._check_classification_loss(logits, targets, loss, checked, step)
+
+    def _check_classification_loss(self, logits, targets, loss, checked, step) -> None:
+        """Compare the losses this batch's rows will hold (the given ``loss``, or the cross-entropy the
+        writer computes: the same function, here) with the model's own."""
+        if loss is None:
+            if logits.is_cuda:
+                if bool(((targets < 0) | (targets >= self.num_outputs)).any()):
+                    return  # the writer refuses this batch
+                loss = batch_statistics(logits, targets, None)[0][0]
+            else:
+                host_logits = logits.detach().to(torch.float32).numpy().copy()
+                loss = torch.from_numpy(host_statistics(host_logits, targets.numpy().astype("int64"), None)[0][0])
+        self.loss_check.compare(loss.detach().reshape(-1), torch.ones(loss.numel(), device=loss.device), *checked,
+                                step=step)
 
     def _check_batch(self, logits, targets, loss, epoch, split, target_shape) -> tuple[int, int, str]:
         """``(batch size, epoch, split)`` of a batch whose targets, loss, epoch and split are as expected."""
@@ -249,7 +283,7 @@ class Recorder:
         check_loss(loss, logits.shape[0])
         return logits.shape[0], check_epoch(epoch), self.default_split if split is None else check_split(split)
 
-    def _log_sequence(self, sample_ids, logits, targets, loss, *, epoch, split, step, shift) -> None:
+    def _log_sequence(self, sample_ids, logits, targets, loss, *, epoch, split, step, shift, checked) -> None:
         """``log()`` of token logits ``[B, T, V]``: one row per example (see :mod:`tdlog.recorder.sequence`),
         computed on the logits' device in ``log()`` and handed to the writer as computed statistics."""
         if self._writer_options["logits"] != "none":
@@ -266,9 +300,29 @@ class Recorder:
         if not logits.is_cuda and bool(any_bad):
             check_target_range("targets", int(scored[bad].min()), int(scored[bad].max()), self.num_outputs)
         floats, ints = sequence_statistics(logits, scored, loss, scratch=self._scratch_for(logits))
+        if checked is not None:
+            self.loss_check.compare(floats[0], ints[3], *checked, step=step,
+                                    alternative=lambda: self._other_shift(logits, targets, shift, checked[0]))
         shown = scored.masked_fill(scored == IGNORE_INDEX, 0).reshape(-1)  # for the writer's error message
         self._stage_device(statistics_batch(ids, shown, floats, ints, (), any_bad, epoch=epoch, split=split,
                                             step=step), batch_size)
+
+    def _other_shift(self, logits, targets, shift, batch_loss) -> str | None:
+        """On a mismatch: whether the other shift would give the model's loss (then it is the cause)."""
+        other = scored_targets(targets, shift=not shift)
+        if bool((other >= self.num_outputs).any()):
+            return None
+        floats, ints = sequence_statistics(logits, other, scratch=self._scratch_for(logits))
+        counted = ints[3] > 0
+        mean = float((floats[0][counted].double() * ints[3][counted]).sum() / ints[3][counted].sum())
+        model_loss = float(torch.as_tensor(batch_loss).float())
+        if abs(mean - model_loss) <= 1e-4 * abs(model_loss) + 1e-6:
+            return (f"the shift: with shift={not shift} the recorded loss would be {mean:.6g}, the model's own "
+                    "(a causal LM scores token t against target t + 1; other models do not shift)")
+        return None
+
+    def _report_loss_check(self, report: dict[str, Any]) -> None:
+        manifest_io.update_manifest(self.path, loss_check={f"r{self.rank}": report})
 
     def _scratch_for(self, logits: torch.Tensor) -> torch.Tensor:
         """The float32 buffer sequence statistics are computed in, kept between calls (at most
@@ -496,6 +550,8 @@ class Recorder:
             _OPEN_RECORDERS.discard(self)
             if self._writer is not None:
                 self._writer.close()
+            if self.loss_check.checked:
+                self._report_loss_check(self.loss_check.report())
             if self.remote is not None:
                 self.remote.push()  # run.json's last counts and anything committed at close
         finally:

@@ -56,6 +56,23 @@ def check_loss(loss: Any, batch_size: int) -> None:
         )
 
 
+def check_batch_loss(batch_loss: Any, num_items_in_batch: Any) -> None:
+    """The model's own batch loss (a scalar) and the Trainer's ``num_items_in_batch`` (a positive count)."""
+    if batch_loss is not None:
+        if isinstance(batch_loss, torch.Tensor):
+            if batch_loss.numel() != 1 or not batch_loss.is_floating_point():
+                raise ValueError("batch_loss: expected the model's loss of the batch, a floating-point scalar, got "
+                                 f"a {batch_loss.dtype} tensor of shape {tuple(batch_loss.shape)}")
+        elif isinstance(batch_loss, bool) or not isinstance(batch_loss, int | float):
+            raise TypeError(f"batch_loss: expected a scalar tensor or a float, got {type(batch_loss).__name__}")
+    if num_items_in_batch is not None:
+        if batch_loss is None:
+            raise ValueError("num_items_in_batch: expected it with a batch_loss, got it alone")
+        count = num_items_in_batch.item() if isinstance(num_items_in_batch, torch.Tensor) else num_items_in_batch
+        if isinstance(count, bool) or not isinstance(count, int | float) or count <= 0:
+            raise ValueError(f"num_items_in_batch: expected a positive count, got {num_items_in_batch!r}")
+
+
 def check_target_range(name: str, lowest: int, highest: int, num_outputs: int) -> None:
     if lowest < 0 or highest >= num_outputs:
         bad = lowest if lowest < 0 else highest

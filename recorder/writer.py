@@ -195,9 +195,12 @@ class RecordWriter(threading.Thread):
 
     def _buffer_rows(self, rows: Rows) -> None:
         """One Arrow batch of all the rows, buffered slice by slice under each run's (split, epoch);
-        rows with NaN/Inf are counted (and kept)."""
+        rows with NaN/Inf are counted (and kept), except sequence rows with nothing to score."""
         count = rows.floats.shape[1]
-        nonfinite = count - int(np.isfinite(rows.floats).all(axis=0).sum())
+        finite = np.isfinite(rows.floats).all(axis=0)
+        if len(rows.ints) == len(INT_STATS):  # sequence rows: one with nothing to score (tokens = 0) is NaN
+            finite |= rows.ints[INT_STATS.index("tokens")] == 0
+        nonfinite = count - int(finite.sum())
         if nonfinite:
             self.on_nonfinite(nonfinite)
         columns: dict[str, pa.Array] = {

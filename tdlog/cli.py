@@ -150,7 +150,8 @@ def _info(args: argparse.Namespace) -> None:
     print(f"samples          {info['registered_samples']} registered")
     for split in info["splits"]:
         print(f"split {split['split']:<10} {split['samples']} samples, {split['epochs']} epochs "
-              f"({split['first_epoch']}..{split['last_epoch']}), {split['rows']} rows, {split['ranks']} ranks")
+              f"({split['first_epoch']}..{split['last_epoch']}), {split['rows']} rows, {split['ranks']} ranks"
+              + (f", {split['unscored_rows']} with nothing to score (tokens = 0)" if split["unscored_rows"] else ""))
     starts = ", ".join(f"{a['attempt']}@{a['start_epoch']}" for a in info["attempts"])
     print(f"attempts         {len(info['attempts'])} (attempt@start_epoch: {starts})")
     print(f"non-finite rows  {info['nonfinite_rows']}")

@@ -132,7 +132,8 @@ def test_a_trainer_subclass_with_its_own_loss_and_bf16_logits(tmp_path) -> None:
     trainer = WeightedTrainer(model=classifier(), args=arguments(tmp_path / "out", bf16=True),
                               train_dataset=add_sample_ids(datasets.Dataset.from_dict(token_data())))
     recorder = attach(trainer, tmp_path / "run")
-    trainer.train()
+    with pytest.warns(RuntimeWarning, match=r"WeightedTrainer.compute_loss, the trainer's own loss"):
+        trainer.train()
     recorder.close()
     assert_each_example_once_per_epoch(tmp_path / "run", 2)
 
@@ -221,10 +222,11 @@ def test_causal_lm_trainer_records_one_row_per_example_and_step(tmp_path) -> Non
     trainer = Trainer(model=model, args=arguments(tmp_path / "out"),
                       train_dataset=add_sample_ids(datasets.Dataset.from_dict(columns)))
     seen = capture_training_outputs(model)
-    recorder = attach(trainer, tmp_path / "run")  # num_classes: the config's vocab_size
-    assert recorder.num_classes == VOCABULARY
+    recorder = attach(trainer, tmp_path / "run")  # num_classes: the first batch's logits
+    assert recorder.num_classes is None
     trainer.train()
     recorder.close()
+    assert recorder.num_classes == VOCABULARY
     assert_each_example_once_per_epoch(tmp_path / "run", 2)
     with analytics.open_run(tmp_path / "run") as run:
         assert set(run.sql("SELECT DISTINCT tokens FROM records")["tokens"]) == {LENGTH - 1}
