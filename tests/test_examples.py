@@ -108,6 +108,24 @@ def test_hf_causal_lm_finds_the_random_sequences_by_aul(tmp_path) -> None:
     assert noise == 20 and found >= 16  # measured: 20 of 20 at these settings
 
 
+def test_trl_sft_lora_finds_the_bad_answers_by_aul(tmp_path) -> None:
+    pytest.importorskip("trl")
+    printed = run_example(sys.executable, str(EXAMPLES / "trl_sft_lora.py"), "--out", str(tmp_path / "run"),
+                          "--epochs", "4", "--examples", "200")
+    found, bad = map(int, re.search(r"(\d+) of the (\d+) highest-AUL examples", printed).groups())
+    assert bad == 20 and found >= 16  # measured: 20 of 20 at these settings
+    checked, mismatched = map(int, re.search(r"loss check: (\d+) batches checked, (\d+) mismatched", printed).groups())
+    assert checked >= 8 and mismatched == 0
+
+
+def test_hf_seq2seq_finds_the_random_targets_by_aul(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    printed = run_example(sys.executable, str(EXAMPLES / "hf_seq2seq.py"), "--out", str(tmp_path / "run"),
+                          "--epochs", "6", "--examples", "400")
+    found, noise = map(int, re.search(r"(\d+) of the (\d+) highest-AUL examples", printed).groups())
+    assert noise == 40 and found >= 28  # measured: 36 of 40 at these settings
+
+
 def test_lightning_digits_records_every_sample_every_epoch(tmp_path) -> None:
     pytest.importorskip("lightning")
     printed = run_example(sys.executable, str(EXAMPLES / "lightning_digits.py"), "--out", str(tmp_path / "run"),

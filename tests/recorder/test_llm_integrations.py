@@ -164,8 +164,9 @@ def test_trl_sft_trainer_with_lora(tmp_path, kind) -> None:
                              for u, a in zip(sentences(rng, 2, 5), sentences(rng, 1, 5), strict=True)]}
     config = arguments(tmp_path / "out", cls=trl.SFTConfig, max_length=64,
                        assistant_only_loss=kind == "conversational", gradient_accumulation_steps=2)
-    trainer = trl.SFTTrainer(model=causal_lm(), args=config, train_dataset=add_sample_ids(datasets.Dataset.from_dict(data)),
-                             processing_class=tokenizer(), peft_config=lora())
+    train = add_sample_ids(datasets.Dataset.from_dict(data))
+    trainer = trl.SFTTrainer(model=causal_lm(), args=config, train_dataset=train, processing_class=tokenizer(),
+                             peft_config=lora())
     own = run_trainer(trainer, tmp_path / "run")
     assert_rows_are_own_losses(tmp_path / "run", own)
     with analytics.open_run(tmp_path / "run") as run:
@@ -209,7 +210,8 @@ def test_encoder_decoder_lm_through_seq2seq_trainer(tmp_path) -> None:
     train = datasets.Dataset.from_dict({"input_ids": made(sentences(rng))["input_ids"],
                                         "labels": made(sentences(rng, 2, 6))["input_ids"]})
     trainer = Seq2SeqTrainer(model=model, args=arguments(tmp_path / "out", cls=Seq2SeqTrainingArguments),
-                             train_dataset=add_sample_ids(train), data_collator=DataCollatorForSeq2Seq(made, model=model))
+                             train_dataset=add_sample_ids(train),
+                             data_collator=DataCollatorForSeq2Seq(made, model=model))
     assert_rows_are_own_losses(tmp_path / "run", run_trainer(trainer, tmp_path / "run"))
 
 
@@ -291,7 +293,7 @@ def test_the_plain_loop_checks_a_given_batch_loss(tmp_path) -> None:
         with pytest.raises(ValueError, match=r"^batch_loss: expected the model's loss of the batch, a floating-point "
                                              r"scalar, got a torch.float32 tensor of shape \(16,\)"):
             recorder.log(torch.arange(16), logits, targets, epoch=3, batch_loss=torch.ones(16))
-        with pytest.raises(ValueError, match="^num_items_in_batch: expected a positive count, got 0"):
+        with pytest.raises(ValueError, match=r"^num_items_in_batch: expected a positive count, got 0"):
             recorder.log(torch.arange(16), logits, targets, epoch=3, batch_loss=loss, num_items_in_batch=0)
     with analytics.open_run(tmp_path / "run") as run:
         assert run.manifest["loss_check"]["r0"] | {"first_mismatch": None} == {
