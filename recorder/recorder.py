@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from tdlog.format import LOGITS_DTYPES, LOGITS_MODES, SAMPLES_DIR, is_uri, part_name
+from tdlog.format import LOGITS_DTYPES, LOGITS_MODES, NO_CLASS, SAMPLES_DIR, is_uri, part_name
 
 from . import manifest as manifest_io
 from .chunk import chunk_capacity
@@ -262,6 +262,57 @@ class Recorder:
             self._stage_host(ids, logits, targets, loss, epoch, split, step)
         if checked is not None:
             self._check_classification_loss(logits, targets, loss, checked, step)
+
+    def log_token_log_probs(
+        self,
+        sample_ids: Any,
+        log_probs: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        correct: torch.Tensor | None = None,
+        epoch: int,
+        split: str | None = None,
+        step: int | None = None,
+        batch_loss: torch.Tensor | float | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> None:
+        """Record one batch of a sequence model that computed no logits (a fused LM head, as TRL's SFTTrainer
+        uses): per example, over its counted tokens ``t`` (``mask`` true, ``n`` of them),
+        ``loss = -(1/n) sum_t log_probs_t``, ``prob = (1/n) sum_t exp(log_probs_t)``, ``correct`` = the
+        share of ``correct`` tokens (NaN when not given), ``tokens = n``; ``margin``, ``target_logit``,
+        ``other_logit`` and ``el2n`` need the logits and are NaN. ``log_probs``, ``mask`` and ``correct`` are
+        ``[B, T]`` (the log-probability of each token's target, already shifted). ``batch_loss`` is checked
+        as in :meth:`log`."""
+        self._raise_pending_errors()
+        check_batch_loss(batch_loss, num_items_in_batch)
+        if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2 or not log_probs.is_floating_point():
+            shown = tuple(log_probs.shape) if isinstance(log_probs, torch.Tensor) else type(log_probs).__name__
+            raise ValueError(f"log_probs: expected a float tensor [batch, tokens], got {shown}")
+        if not isinstance(mask, torch.Tensor) or mask.shape != log_probs.shape:
+            raise ValueError(f"mask: expected shape {tuple(log_probs.shape)} to match log_probs, "
+                             f"got {tuple(getattr(mask, 'shape', ()))}")
+        checked = (batch_loss, num_items_in_batch) if batch_loss is not None and self.loss_check.due() else None
+        batch_size, epoch = log_probs.shape[0], check_epoch(epoch)
+        split = self.default_split if split is None else check_split(split)
+        if batch_size == 0:
+            return
+        ids = self._prepare_ids(sample_ids, batch_size)
+        step = self._next_step(step, epoch, split)
+        counted = mask.detach().to(torch.float32)
+        tokens = counted.sum(1)
+        per_token = log_probs.detach().float() * counted
+        nan = torch.full_like(tokens, float("nan"))
+        share = (correct.detach().float() * counted).sum(1) / tokens if correct is not None else nan
+        floats = torch.stack([-per_token.sum(1) / tokens, nan, nan, nan, (per_token.exp() * counted).sum(1) / tokens,
+                              nan, share])
+        floats = torch.where(tokens > 0, floats, float("nan"))
+        no_class = torch.full((batch_size,), NO_CLASS, dtype=torch.int32, device=log_probs.device)
+        ints = torch.stack([no_class, no_class, no_class, tokens.to(torch.int32)])
+        if checked is not None:
+            self.loss_check.compare(floats[0], ints[3], *checked, step=step)
+        no_target = torch.zeros(1, dtype=torch.bool, device=log_probs.device)
+        self._stage_device(statistics_batch(ids, no_class, floats, ints, (), no_target, epoch=epoch, split=split,
+                                            step=step), batch_size)
 
     def _check_classification_loss(self, logits, targets, loss, checked, step) -> None:
         """Compare the losses this batch's rows will hold (the given ``loss``, or the cross-entropy the

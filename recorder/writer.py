@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tdlog.format import FLOAT_STATS, INT_STATS, part_name, records_partition, records_schema
+from tdlog.format import FLOAT_STATS, INT_STATS, NO_CLASS, part_name, records_partition, records_schema
 
 from .chunk import Chunk, key_runs, step_column
 from .commit import commit_table
@@ -198,8 +198,10 @@ class RecordWriter(threading.Thread):
         rows with NaN/Inf are counted (and kept), except sequence rows with nothing to score."""
         count = rows.floats.shape[1]
         finite = np.isfinite(rows.floats).all(axis=0)
-        if len(rows.ints) == len(INT_STATS):  # sequence rows: one with nothing to score (tokens = 0) is NaN
-            finite |= rows.ints[INT_STATS.index("tokens")] == 0
+        if len(rows.ints) == len(INT_STATS):  # sequence rows (target NO_CLASS): their loss; none when tokens = 0
+            sequence = rows.ints[INT_STATS.index("target")] == NO_CLASS
+            finite |= sequence & (np.isfinite(rows.floats[FLOAT_STATS.index("loss")])
+                                  | (rows.ints[INT_STATS.index("tokens")] == 0))
         nonfinite = count - int(finite.sum())
         if nonfinite:
             self.on_nonfinite(nonfinite)

@@ -16,12 +16,13 @@ logits give the output count. The loss the trainer returned is checked against t
 (:mod:`tdlog.recorder.loss_check`, with the Trainer's ``num_items_in_batch`` under gradient accumulation).
 
 ``trl.SFTTrainer``: plain text, prompt-completion (completion-only loss) and conversational (assistant-only
-loss) data are recorded per example, over the tokens its labels score. Its default loss is computed through
-a fused LM head that returns no logits; under ``attach`` the same loss (``loss_type="nll"``) is computed by
-``transformers.Trainer.compute_loss`` from the model's full logits, as a plain ``Trainer`` does (TRL's
-``entropy`` and ``mean_token_accuracy`` metrics are then not logged). Refused, in one line each
-(:func:`check_trainer`): other TRL trainers, ``loss_type`` other than ``"nll"``, ``packing`` and
-``padding_free``.
+loss) data are recorded per example, over the tokens its labels score. Its loss comes from a fused LM head
+that computes each target token's log-probability and never the logits; ``attach`` records those (a forward
+hook keeps the head's outputs): per example the loss, the target probability, the token accuracy and the
+token count, :meth:`~tdlog.recorder.Recorder.log_token_log_probs`; the margin needs logits and is NaN, so
+SFT runs are scored by AUL. A trainer subclass with its own ``compute_loss`` is recorded from its logits.
+Refused, in one line each (:func:`check_trainer`): other TRL trainers, ``loss_type`` other than ``"nll"``,
+``packing`` and ``padding_free``.
 
 Every micro-batch of gradient accumulation is logged; under ``torchrun`` each rank logs its own
 batches. The epoch is the Trainer's integer epoch. Every checkpoint the Trainer saves holds the recorder's
@@ -203,6 +204,13 @@ def attach(
     trainer.data_collator = CarryIds(trainer.data_collator, id_column)
     original_compute_loss = trainer.compute_loss
     sft_loss = _uses_sft_loss(trainer)
+    fused: dict[str, Any] = {}  # the fused LM head's outputs of the batch compute_loss is working on
+    if sft_loss:
+        def keep_fused_outputs(module, args, kwargs, output):
+            if kwargs.get("fused_lm_head"):
+                fused["outputs"] = output
+
+        trainer.model.register_forward_hook(keep_fused_outputs, with_kwargs=True)
     original_prediction_step = trainer.prediction_step
     held: dict[str, Any] = {}  # ids of the batch prediction_step is working on
 
@@ -213,9 +221,16 @@ def attach(
         if ids is None:
             raise KeyError(f"id_column: the batch has no {id_column!r} key; add one with add_sample_ids(dataset)")
         labels = inputs.get("labels")  # before the Trainer may pop it (label smoothing)
-        if sft_loss:  # the model's own loss from its full logits (TRL's fused LM head returns none)
-            loss, outputs = Trainer.compute_loss(trainer, model, {**inputs, "use_cache": False}, return_outputs=True,
-                                                 num_items_in_batch=num_items_in_batch)
+        if sft_loss:  # TRL's fused LM head: per-token log-probabilities, no logits
+            fused.clear()
+            loss = original_compute_loss(model, inputs, num_items_in_batch=num_items_in_batch, **kwargs)
+            if model.training or record_eval:
+                outputs = fused.pop("outputs")
+                recording.log_token_log_probs(
+                    ids, outputs.log_probs, outputs.label_mask, correct=outputs.is_top1, epoch=epochs.epoch,
+                    split="train" if model.training else "eval", batch_loss=loss,
+                    num_items_in_batch=_loss_normaliser(trainer, num_items_in_batch))
+            return loss
         else:
             if num_items_in_batch is not None:
                 kwargs["num_items_in_batch"] = num_items_in_batch

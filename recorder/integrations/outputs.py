@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..recorder import Recorder
-from .models import model_task, shifts_labels
+from .models import model_task, shifts_labels, unwrap
 
 
 class OutputRecorder:
@@ -32,6 +32,8 @@ class OutputRecorder:
                  strict: bool = False, **recorder_options: Any) -> None:
         self.run_dir, self.strict, self.recorder_options = run_dir, strict, recorder_options
         self.task = model_task(model)
+        head = getattr(unwrap(model), "get_output_embeddings", lambda: None)()
+        self.vocabulary = num_classes or (head.weight.shape[0] if head is not None else None)
         self.shift = shifts_labels(self.task)
         self.expected_classes = num_classes
         self.cause: str | None = None  # what the caller knows that could explain a loss mismatch
@@ -71,6 +73,16 @@ class OutputRecorder:
                              f"{tuple(logits.shape)} of a {self.task or 'token'} model, got {tuple(labels.shape)}")
         self.recorder.log(sample_ids, logits, labels, epoch=epoch, split=split, shift=self.shift and logits.dim() == 3,
                           batch_loss=batch_loss, num_items_in_batch=num_items_in_batch)
+
+    def log_token_log_probs(self, sample_ids: Any, log_probs: torch.Tensor, mask: torch.Tensor, *,
+                            correct: torch.Tensor | None, epoch: int, split: str = "train",
+                            batch_loss: torch.Tensor | None = None, num_items_in_batch: Any = None) -> None:
+        """Log a batch of target-token log-probabilities (a fused LM head computed no logits); the run opens
+        with ``num_classes`` = the model's vocabulary (its output embeddings)."""
+        if self.recorder is None:
+            self._open(self.vocabulary)
+        self.recorder.log_token_log_probs(sample_ids, log_probs, mask, correct=correct, epoch=epoch, split=split,
+                                          batch_loss=batch_loss, num_items_in_batch=num_items_in_batch)
 
     def set_cause(self, cause: str | None) -> None:
         """Name what could explain a loss mismatch (label smoothing, a custom loss) in its report."""

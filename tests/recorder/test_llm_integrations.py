@@ -171,6 +171,9 @@ def test_trl_sft_trainer_with_lora(tmp_path, kind) -> None:
     assert_rows_are_own_losses(tmp_path / "run", own)
     with analytics.open_run(tmp_path / "run") as run:
         tokens = dict(run.sql("SELECT sample_id, any_value(tokens) AS t FROM records GROUP BY sample_id").rows())
+        fused = run.sql("SELECT count(*) FILTER (WHERE isnan(margin) AND isfinite(loss) AND isfinite(prob) "
+                        "AND correct BETWEEN 0 AND 1) AS n FROM records")["n"][0]
+        assert fused == EPOCHS * EXAMPLES and run.info()["nonfinite_rows"] == 0  # no logits: no margin, no alarm
     prepared = trainer.train_dataset
     for row in prepared:  # the tokens each row scored: the labels TRL built, shifted
         scored = sum(label != -100 for label in row["labels"][1:])
@@ -269,7 +272,10 @@ def test_the_loss_check_fails_on_label_smoothing_and_on_a_wrong_shift(tmp_path) 
         assert run.manifest["loss_check"]["r0"]["mismatched"] == 1
     trainer._tdlog_recorder.close()
 
-    trainer = sft_trainer(tmp_path)
+    encoded = tokenizer()(sentences(np.random.default_rng(6)))
+    train = datasets.Dataset.from_dict({"input_ids": encoded["input_ids"], "labels": encoded["input_ids"]})
+    trainer = Trainer(model=causal_lm(), args=arguments(tmp_path / "out"), train_dataset=add_sample_ids(train),
+                      data_collator=DataCollatorForSeq2Seq(tokenizer(), padding=True))
     recording = attach(trainer, tmp_path / "unshifted")
     recording.shift = False  # a shift got wrong
     with pytest.warns(RuntimeWarning, match=r"Likely cause: the shift: with shift=True the recorded loss would be"):
