@@ -57,26 +57,18 @@ class LossCheck:
         """Check ``batch_loss`` against the recorded per-example ``losses`` ``[B]`` over ``tokens`` ``[B]``
         counted tokens each (rows with none are left out); ``alternative`` names a likely cause, computed
         only on a mismatch."""
-        counted = tokens > 0
-        weights = tokens.to(torch.float64)
-        total = torch.where(counted, losses.to(torch.float64) * weights, 0.0).sum()
-        model_loss = float(torch.as_tensor(batch_loss).detach().float().reshape(()))
-        count = float(weights.sum())
-        if count == 0:
+        candidates = recorded_losses(losses, tokens, num_items_in_batch)
+        if not candidates:
             return
-        candidates = {"token-weighted mean": float(total) / count}
-        if num_items_in_batch is not None and float(num_items_in_batch) > 0:
-            candidates["sum / num_items_in_batch"] = float(total) / float(num_items_in_batch)
+        model_loss = scalar(batch_loss)
         self.checked += 1
-        if any(math.isclose(model_loss, value, rel_tol=RTOL, abs_tol=ATOL) for value in candidates.values()):
+        if agrees(model_loss, candidates):
             return
         if not math.isfinite(model_loss) or not all(math.isfinite(v) for v in candidates.values()):
             return  # NaN/Inf batches are counted by the writer (nonfinite_rows), not here
         self.mismatched += 1
         if self.first_mismatch is not None:
-            if self.on_report is not None:
-                self.on_report(self.report())
-            return
+            return  # counted; close() writes the totals
         causes = [c for c in (alternative() if alternative is not None else None, self.cause) if c]
         causes.append("label smoothing, a weighted or custom loss, or targets other than the model's labels")
         recorded = ", ".join(f"{name} {value:.6g}" for name, value in candidates.items())
@@ -94,3 +86,28 @@ class LossCheck:
     def report(self) -> dict[str, Any]:
         """What ``run.json`` keeps under ``loss_check`` for this recorder's rank."""
         return {"checked": self.checked, "mismatched": self.mismatched, "first_mismatch": self.first_mismatch}
+
+
+def recorded_losses(losses: torch.Tensor, tokens: torch.Tensor, num_items_in_batch: Any) -> dict[str, float]:
+    """The batch loss the recorded rows imply, by each normalisation a model uses: ``S / N`` and, when given,
+    ``S / num_items_in_batch`` (``S = sum_i n_i l_i`` over rows with ``n_i > 0``); empty when no token counts."""
+    counted = tokens > 0
+    weights = tokens.to(torch.float64)
+    total = float(torch.where(counted, losses.to(torch.float64) * weights, 0.0).sum())
+    count = float(weights.sum())
+    if count == 0:
+        return {}
+    candidates = {"token-weighted mean": total / count}
+    if num_items_in_batch is not None and float(num_items_in_batch) > 0:
+        candidates["sum / num_items_in_batch"] = total / float(num_items_in_batch)
+    return candidates
+
+
+def scalar(batch_loss: Any) -> float:
+    """The model's batch loss as a float (one host sync for a device tensor)."""
+    return float(torch.as_tensor(batch_loss).detach().float().reshape(()))
+
+
+def agrees(model_loss: float, candidates: dict[str, float]) -> bool:
+    """``model_loss`` equals one of the ``candidates`` within ``RTOL``/``ATOL``."""
+    return any(math.isclose(model_loss, value, rel_tol=RTOL, abs_tol=ATOL) for value in candidates.values())

@@ -19,7 +19,7 @@ from .chunk import chunk_capacity
 from .commit import commit_table
 from .device import DeviceBatches, PendingBatch, device_batch, statistics_batch
 from .host_stats import host_statistics
-from .loss_check import LossCheck
+from .loss_check import LossCheck, agrees, recorded_losses, scalar
 from .remote import RemoteMirror
 from .samples import build_samples_table, drop_already_registered, read_registered
 from .sequence import CHUNK_VALUES, IGNORE_INDEX, scored_targets, sequence_statistics
@@ -237,8 +237,7 @@ class Recorder:
         """
         self._raise_pending_errors()
         check_logits(logits, self.num_outputs)
-        check_batch_loss(batch_loss, num_items_in_batch)
-        checked = (batch_loss, num_items_in_batch) if batch_loss is not None and self.loss_check.due() else None
+        checked = self._loss_to_check(batch_loss, num_items_in_batch)
         if logits.dim() == 3:
             self._log_sequence(sample_ids, logits, targets, loss, epoch=epoch, split=split, step=step, shift=shift,
                                checked=checked)
@@ -284,14 +283,13 @@ class Recorder:
         ``[B, T]`` (the log-probability of each token's target, already shifted). ``batch_loss`` is checked
         as in :meth:`log`."""
         self._raise_pending_errors()
-        check_batch_loss(batch_loss, num_items_in_batch)
         if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2 or not log_probs.is_floating_point():
             shown = tuple(log_probs.shape) if isinstance(log_probs, torch.Tensor) else type(log_probs).__name__
             raise ValueError(f"log_probs: expected a float tensor [batch, tokens], got {shown}")
         if not isinstance(mask, torch.Tensor) or mask.shape != log_probs.shape:
             raise ValueError(f"mask: expected shape {tuple(log_probs.shape)} to match log_probs, "
                              f"got {tuple(getattr(mask, 'shape', ()))}")
-        checked = (batch_loss, num_items_in_batch) if batch_loss is not None and self.loss_check.due() else None
+        checked = self._loss_to_check(batch_loss, num_items_in_batch)
         batch_size, epoch = log_probs.shape[0], check_epoch(epoch)
         split = self.default_split if split is None else check_split(split)
         if batch_size == 0:
@@ -313,6 +311,11 @@ class Recorder:
         no_target = torch.zeros(1, dtype=torch.bool, device=log_probs.device)
         self._stage_device(statistics_batch(ids, no_class, floats, ints, (), no_target, epoch=epoch, split=split,
                                             step=step), batch_size)
+
+    def _loss_to_check(self, batch_loss, num_items_in_batch) -> tuple[Any, Any] | None:
+        """``(batch_loss, num_items_in_batch)`` when this batch's loss is checked (given, valid, and due)."""
+        check_batch_loss(batch_loss, num_items_in_batch)
+        return (batch_loss, num_items_in_batch) if batch_loss is not None and self.loss_check.due() else None
 
     def _check_classification_loss(self, logits, targets, loss, checked, step) -> None:
         """Compare the losses this batch's rows will hold (the given ``loss``, or the cross-entropy the
@@ -353,22 +356,21 @@ class Recorder:
         floats, ints = sequence_statistics(logits, scored, loss, scratch=self._scratch_for(logits))
         if checked is not None:
             self.loss_check.compare(floats[0], ints[3], *checked, step=step,
-                                    alternative=lambda: self._other_shift(logits, targets, shift, checked[0]))
+                                    alternative=lambda: self._other_shift(logits, targets, shift, *checked))
         shown = scored.masked_fill(scored == IGNORE_INDEX, 0).reshape(-1)  # for the writer's error message
         self._stage_device(statistics_batch(ids, shown, floats, ints, (), any_bad, epoch=epoch, split=split,
                                             step=step), batch_size)
 
-    def _other_shift(self, logits, targets, shift, batch_loss) -> str | None:
+    def _other_shift(self, logits, targets, shift, batch_loss, num_items_in_batch) -> str | None:
         """On a mismatch: whether the other shift would give the model's loss (then it is the cause)."""
         other = scored_targets(targets, shift=not shift)
         if bool((other >= self.num_outputs).any()):
             return None
         floats, ints = sequence_statistics(logits, other, scratch=self._scratch_for(logits))
-        counted = ints[3] > 0
-        mean = float((floats[0][counted].double() * ints[3][counted]).sum() / ints[3][counted].sum())
-        model_loss = float(torch.as_tensor(batch_loss).float())
-        if abs(mean - model_loss) <= 1e-4 * abs(model_loss) + 1e-6:
-            return (f"the shift: with shift={not shift} the recorded loss would be {mean:.6g}, the model's own "
+        candidates = recorded_losses(floats[0], ints[3], num_items_in_batch)
+        if candidates and agrees(scalar(batch_loss), candidates):
+            shown = ", ".join(f"{name} {value:.6g}" for name, value in candidates.items())
+            return (f"the shift: with shift={not shift} the recorded loss would be {shown}, the model's own "
                     "(a causal LM scores token t against target t + 1; other models do not shift)")
         return None
 

@@ -111,7 +111,8 @@ def check_trainer(trainer: Trainer) -> None:
     is not a token cross-entropy), SFT's reweighted ``loss_type``, and packed or padding-free batches
     (several examples in one row)."""
     classes = type(trainer).__mro__
-    if any(_is_trl_class(cls) for cls in classes) and not any(_is_trl_class(cls, "SFTTrainer") for cls in classes):
+    sft = any(_is_trl_class(cls, "SFTTrainer") for cls in classes)
+    if any(_is_trl_class(cls) for cls in classes) and not sft:
         raise ValueError(f"trainer: tdlog records trainers whose loss is a token or class cross-entropy "
                          f"({SUPPORTED_TRAINERS}); got {type(trainer).__name__}, whose loss is not")
     args = trainer.args
@@ -120,7 +121,7 @@ def check_trainer(trainer: Trainer) -> None:
             raise ValueError(f"trainer.args.{setting}: tdlog records one row per example and a packed or "
                              f"padding-free row holds several; set {setting}=False in the SFTConfig")
     loss_type = getattr(args, "loss_type", None)
-    if any(_is_trl_class(cls, "SFTTrainer") for cls in classes) and loss_type not in (None, "nll"):
+    if sft and loss_type not in (None, "nll"):
         raise ValueError(f"trainer.args.loss_type: tdlog records the token cross-entropy (loss_type='nll'), got "
                          f"{loss_type!r}")
 
@@ -132,9 +133,7 @@ def _mismatch_cause(trainer: Trainer) -> str | None:
                 "the model optimises the smoothed loss")
     if getattr(trainer, "compute_loss_func", None) is not None:
         return "the trainer's compute_loss_func"
-    own = type(trainer).compute_loss
-    if own is not Trainer.compute_loss and not any(_is_trl_class(cls, "SFTTrainer") and own is cls.compute_loss
-                                                   for cls in type(trainer).__mro__):
+    if type(trainer).compute_loss is not Trainer.compute_loss and not _uses_sft_loss(trainer):
         return f"{type(trainer).__name__}.compute_loss, the trainer's own loss"
     return None
 

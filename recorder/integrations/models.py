@@ -21,6 +21,8 @@ token logits are not shifted. The loss cross-check (:mod:`tdlog.recorder.loss_ch
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -35,9 +37,11 @@ PEFT_TASKS = {"CAUSAL_LM": CAUSAL_LM, "SEQ_2_SEQ_LM": SEQ2SEQ_LM, "TOKEN_CLS": T
               "SEQ_CLS": SEQUENCE_CLASSIFICATION}
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside PEFT, DDP/FSDP/DeepSpeed/accelerate and ``torch.compile`` wrappers (any nesting)."""
+def wrappers(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model``, then each model inside it, through PEFT, DDP/FSDP/DeepSpeed/accelerate and ``torch.compile``
+    wrappers (any nesting), the innermost last."""
     for _ in range(16):  # wrappers nest a few levels at most
+        yield model
         if isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
             model = model._orig_mod
         elif type(model).__name__ in MODULE_WRAPPERS and isinstance(getattr(model, "module", None), torch.nn.Module):
@@ -45,21 +49,21 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         elif callable(getattr(model, "get_base_model", None)) and hasattr(model, "peft_config"):
             model = model.get_base_model()
         else:
-            return model
-    return model
+            return
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside PEFT, DDP/FSDP/DeepSpeed/accelerate and ``torch.compile`` wrappers (any nesting)."""
+    return deque(wrappers(model), maxlen=1)[0]
 
 
 def _peft_task(model: torch.nn.Module) -> str | None:
     """The ``task_type`` of the first PEFT adapter config of a (wrapped) PEFT model."""
-    for _ in range(16):
-        configs = getattr(model, "peft_config", None)
+    for layer in wrappers(model):
+        configs = getattr(layer, "peft_config", None)
         if isinstance(configs, dict) and configs:
             task_type = getattr(next(iter(configs.values())), "task_type", None)
             return PEFT_TASKS.get(str(getattr(task_type, "value", task_type)))
-        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
-        if not isinstance(inner, torch.nn.Module):
-            return None
-        model = inner
     return None
 
 
