@@ -26,6 +26,12 @@ def run_example(*command: str, timeout: float = 300) -> str:
     return result.stdout
 
 
+def highest_aul_hits(printed: str) -> tuple[int, int]:
+    """``(found, planted)`` from an example's "N of the M highest-AUL examples are ..." line."""
+    found, planted = map(int, re.search(r"(\d+) of the (\d+) highest-AUL examples", printed).groups())
+    return found, planted
+
+
 def test_train_loop_records_every_epoch_and_prints_scores(tmp_path) -> None:
     printed = run_example(sys.executable, str(EXAMPLES / "train_loop.py"), "--out", str(tmp_path / "run"),
                           "--epochs", "3")
@@ -104,7 +110,7 @@ def test_hf_causal_lm_finds_the_random_sequences_by_aul(tmp_path) -> None:
     pytest.importorskip("transformers")
     printed = run_example(sys.executable, str(EXAMPLES / "hf_causal_lm.py"), "--out", str(tmp_path / "run"),
                           "--epochs", "3", "--examples", "200")
-    found, noise = map(int, re.search(r"(\d+) of the (\d+) highest-AUL examples", printed).groups())
+    found, noise = highest_aul_hits(printed)
     assert noise == 20 and found >= 16  # measured: 20 of 20 at these settings
 
 
@@ -112,7 +118,7 @@ def test_trl_sft_lora_finds_the_bad_answers_by_aul(tmp_path) -> None:
     pytest.importorskip("trl")
     printed = run_example(sys.executable, str(EXAMPLES / "trl_sft_lora.py"), "--out", str(tmp_path / "run"),
                           "--epochs", "4", "--examples", "200")
-    found, bad = map(int, re.search(r"(\d+) of the (\d+) highest-AUL examples", printed).groups())
+    found, bad = highest_aul_hits(printed)
     assert bad == 20 and found >= 16  # measured: 20 of 20 at these settings
     checked, mismatched = map(int, re.search(r"loss check: (\d+) batches checked, (\d+) mismatched", printed).groups())
     assert checked >= 8 and mismatched == 0
@@ -122,7 +128,7 @@ def test_hf_seq2seq_finds_the_random_targets_by_aul(tmp_path) -> None:
     pytest.importorskip("transformers")
     printed = run_example(sys.executable, str(EXAMPLES / "hf_seq2seq.py"), "--out", str(tmp_path / "run"),
                           "--epochs", "6", "--examples", "400")
-    found, noise = map(int, re.search(r"(\d+) of the (\d+) highest-AUL examples", printed).groups())
+    found, noise = highest_aul_hits(printed)
     assert noise == 40 and found >= 28  # measured: 36 of 40 at these settings
 
 
