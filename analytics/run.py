@@ -337,6 +337,7 @@ def open_run(
     memory_limit: str | None = None,
     temp_directory: str | os.PathLike | None = None,
     progress: bool | None = None,
+    max_result_bytes: str | int | None = None,
     filesystem: Any = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Run:
@@ -345,9 +346,11 @@ def open_run(
     ``engine="duckdb"`` (default): the run's views in a DuckDB connection of their own, or in a cursor of
     ``connection`` (a ``duckdb.DuckDBPyConnection`` of yours). ``threads`` and ``memory_limit`` (e.g.
     ``"4GB"``) bound a connection tdlog opens; work that does not fit spills to ``temp_directory``
-    (default: ``tdlog-duckdb`` in the system temp folder). ``progress`` shows DuckDB's progress bar on long
-    queries (default: when stderr is a terminal). A URI (``s3://bucket/run``) is brought into the local
-    ``cache_dir`` first and the copy is opened (see :mod:`tdlog.analytics.store`).
+    (default: a folder created for the run, private, removed at close); ``max_result_bytes`` (default:
+    ``memory_limit``) caps a result brought into Python (see
+    :class:`~tdlog.analytics.duckdb_engine.DuckDBEngine` for what each bounds). ``progress`` shows DuckDB's
+    progress bar on long queries (default: when stderr is a terminal). A URI (``s3://bucket/run``) is
+    brought into the local ``cache_dir`` first and the copy is opened (see :mod:`tdlog.analytics.store`).
 
     ``engine="spark"``: the views in a new session of the ``SparkSession`` ``spark`` (default: a
     ``local[2]`` one, see :func:`tdlog.analytics.spark_engine.spark_session`); Spark reads local paths and URIs
@@ -369,6 +372,6 @@ def open_run(
     local = sync_run(str(path), cache_dir=cache_dir, filesystem=filesystem) if is_uri(path) else path
     store = RunStore(local)
     snapshot = store.snapshot()  # FileNotFoundError / ValueError before a connection is opened
-    engine = DuckDBEngine(connection, allowed_directories=[store.local_path], threads=threads,
-                          memory_limit=memory_limit, temp_directory=temp_directory, progress=progress)
+    engine = DuckDBEngine(connection, threads=threads, memory_limit=memory_limit, temp_directory=temp_directory,
+                          progress=progress, max_result_bytes=max_result_bytes)
     return Run(store, engine, snapshot)

@@ -47,7 +47,8 @@ class Runs:
             run._refresh()
         key = tuple(run.snapshot.key() for run in self.runs)
         if key != self._registered:
-            self.engine.register_union([run.engine.definitions for run in self.runs], self.locations)
+            self.engine.register_union([run.engine.definitions for run in self.runs], self.locations,
+                                       [path for run in self.runs for path in run.engine.readable_paths])
             self._registered = key
 
     def sql(self, query: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
@@ -170,22 +171,60 @@ def _t_quantile(counts: np.ndarray) -> np.ndarray:
         return np.where(counts > 1, t.ppf(0.975, np.maximum(counts - 1, 1)), np.nan)
 
 
-def open_runs(paths: Sequence[str | os.PathLike], *, threads: int | None = None, memory_limit: str | None = None,
-              temp_directory: str | os.PathLike | None = None, progress: bool | None = None) -> Runs:
+CONFLICTS = ("raise", "keep")
+
+
+def open_runs(paths: Sequence[str | os.PathLike], *, conflicts: str = "raise", threads: int | None = None,
+              memory_limit: str | None = None, temp_directory: str | os.PathLike | None = None,
+              progress: bool | None = None) -> Runs:
     """Open several runs of one dataset read-only with DuckDB (each as :func:`tdlog.analytics.open_run`,
     plus one connection holding the union views; ``threads``, ``memory_limit``, ``temp_directory`` and
-    ``progress`` as there). Raises ``ValueError`` for an empty list or a run given twice."""
+    ``progress`` as there). ``paths``: a list of runs (a single path is an error, not a list of its
+    characters). Runs of one dataset agree on ``num_classes`` and on each sample's ``label``:
+    ``conflicts="raise"`` (default) refuses runs that do not, naming the first difference;
+    ``conflicts="keep"`` combines them anyway (each run is scored on its own labels; the samples columns
+    come from the first run that has the sample). Raises ``ValueError`` for an empty list or a run given
+    twice."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise TypeError(f"paths: expected a list of runs, got one {type(paths).__name__} {os.fspath(paths)!r}; "
+                        f"use open_runs([path]) or open_run(path)")
+    if conflicts not in CONFLICTS:
+        raise ValueError(f"conflicts: expected one of {CONFLICTS}, got {conflicts!r}")
     paths = [os.fspath(path) for path in paths]
     if not paths:
         raise ValueError("paths: expected at least one run, got none")
-    runs = [open_run(path, threads=threads, memory_limit=memory_limit, temp_directory=temp_directory,
-                     progress=progress) for path in paths]
-    locations = [run.location for run in runs]
-    if len(set(locations)) < len(locations):
+    runs: list[Run] = []
+    try:
+        for path in paths:
+            runs.append(open_run(path, threads=threads, memory_limit=memory_limit, temp_directory=temp_directory,
+                                 progress=progress))
+        locations = [run.location for run in runs]
+        if len(set(locations)) < len(locations):
+            repeated = sorted({location for location in locations if locations.count(location) > 1})
+            raise ValueError(f"paths: expected distinct runs, got {repeated[0]!r} more than once")
+        engine = DuckDBEngine(threads=threads, memory_limit=memory_limit, temp_directory=temp_directory,
+                              progress=progress)
+        combined = Runs(runs, engine)
+        if conflicts == "raise":
+            _check_agreement(combined)
+    except BaseException:
         for run in runs:
             run.close()
-        repeated = sorted({location for location in locations if locations.count(location) > 1})
-        raise ValueError(f"paths: expected distinct runs, got {repeated[0]!r} more than once")
-    engine = DuckDBEngine(allowed_directories=[run.store.local_path for run in runs], threads=threads,
-                          memory_limit=memory_limit, temp_directory=temp_directory, progress=progress)
-    return Runs(runs, engine)
+        raise
+    return combined
+
+
+def _check_agreement(runs: Runs) -> None:
+    """``ValueError`` naming the first run whose ``num_classes`` differs from the first run's, or the first
+    sample registered with two labels."""
+    first = runs.runs[0]
+    for run in runs.runs[1:]:
+        if run.num_classes != first.num_classes:
+            raise ValueError(f"paths: {run.location} has num_classes={run.num_classes}, {first.location} has "
+                             f"{first.num_classes}; open runs of one dataset, or pass conflicts='keep'")
+    clash = runs.sql("SELECT sample_id, list(DISTINCT label ORDER BY label) AS labels, count(DISTINCT label) AS n, "
+                     "count(*) OVER () AS ids FROM samples GROUP BY sample_id HAVING n > 1 ORDER BY sample_id LIMIT 1")
+    if clash.height:
+        row = clash.row(0, named=True)
+        raise ValueError(f"paths: sample {row['sample_id']!r} has labels {row['labels']} in different runs "
+                         f"({row['ids']} samples disagree); open runs of one dataset, or pass conflicts='keep'")

@@ -27,7 +27,7 @@ import pyarrow as pa
 from tdlog.format import RECORDS_DIR, SAMPLES_DIR
 
 from .engine import VIEWS
-from .views import EPOCH_STATS_SELECT, attempt_ranges, raw_records_stub, records_select, samples_stub
+from .views import EPOCH_STATS_SELECT, attempt_rows, raw_records_stub, records_select, samples_stub
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -107,12 +107,8 @@ class SparkEngine:
         frame.createOrReplaceTempView("samples")
 
     def _attempts_frame(self, attempts: tuple[dict, ...]) -> DataFrame:
-        by_attempt = {a["attempt"]: a for a in attempts}
-        rows = [(attempt, start, 9223372036854775807 if end is None else end, by_attempt[attempt]["world_size"],
-                 by_attempt[attempt]["started_at"])
-                for attempt, start, end in attempt_ranges({a["attempt"]: a["start_epoch"] for a in attempts})]
         schema = "attempt INT, start_epoch BIGINT, end_epoch BIGINT, world_size INT, started_at STRING"
-        return self.session.createDataFrame(rows, schema)
+        return self.session.createDataFrame(attempt_rows(attempts), schema)
 
     def frame(self, query: str, params: Mapping[str, Any] | None = None) -> DataFrame:
         """``query`` (``$name`` or ``:name`` markers, values bound) as a lazy Spark DataFrame."""

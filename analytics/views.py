@@ -35,6 +35,18 @@ def attempt_ranges(attempt_starts: dict[int, int | None]) -> list[tuple[int, int
             for i, (attempt, start) in enumerate(started)]
 
 
+END_OF_TIME = 9223372036854775807  # end_epoch of the last attempt
+
+
+def attempt_rows(attempts: tuple[dict, ...]) -> list[tuple[int, int, int, int, str]]:
+    """The ``attempts`` view's rows ``(attempt, start_epoch, end_epoch, world_size, started_at)`` of the
+    started attempts, from the attempt files as read (a view of values: the engines never open those files)."""
+    by_attempt = {a["attempt"]: a for a in attempts}
+    return [(int(attempt), int(start), END_OF_TIME if end is None else int(end),
+             int(by_attempt[attempt]["world_size"]), str(by_attempt[attempt].get("started_at", "")))
+            for attempt, start, end in attempt_ranges({a["attempt"]: a.get("start_epoch") for a in attempts})]
+
+
 Position = tuple[int, int | None]  # (epoch, step): step None = from the epoch's first row
 
 
@@ -151,18 +163,14 @@ def duckdb_view_definitions(snapshot: RunSnapshot, columns: list[str] | None = N
         )
     else:
         raw = raw_records_stub(sql_id)
-    if snapshot.files.attempts:
-        attempts = (
-            "SELECT attempt, start_epoch, coalesce(min(start_epoch) OVER (ORDER BY attempt "
-            "ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 9223372036854775807) AS end_epoch, "
-            f"world_size, started_at FROM read_json({file_list(snapshot.paths(snapshot.files.attempts))}, "
-            "columns = {attempt: 'INTEGER', start_epoch: 'BIGINT', world_size: 'INTEGER', started_at: 'VARCHAR'}) "
-            "WHERE start_epoch IS NOT NULL"
-        )
-    else:
-        attempts = ("SELECT CAST(NULL AS INTEGER) AS attempt, CAST(NULL AS BIGINT) AS start_epoch, "
-                    "CAST(NULL AS BIGINT) AS end_epoch, CAST(NULL AS INTEGER) AS world_size, "
-                    "CAST(NULL AS VARCHAR) AS started_at WHERE false")
+    rows = attempt_rows(snapshot.attempts)
+    attempts = ("SELECT * FROM (VALUES " + ", ".join(
+        f"({attempt}, {start}, {end}, {world_size}, '{str(started).replace(chr(39), chr(39) * 2)}')"
+        for attempt, start, end, world_size, started in rows)
+        + ") AS attempts(attempt, start_epoch, end_epoch, world_size, started_at)") if rows else (
+        "SELECT CAST(NULL AS INTEGER) AS attempt, CAST(NULL AS BIGINT) AS start_epoch, "
+        "CAST(NULL AS BIGINT) AS end_epoch, CAST(NULL AS INTEGER) AS world_size, "
+        "CAST(NULL AS VARCHAR) AS started_at WHERE false")
     samples = (f"SELECT * FROM read_parquet({file_list(snapshot.paths(snapshot.files.samples))}, union_by_name = true)"
                if snapshot.files.samples else samples_stub(sql_id))
     return {
