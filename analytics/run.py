@@ -22,6 +22,7 @@ from .engine import Engine
 from .epochs import early_end, epoch_bounds, recorded_epochs
 from .evaluate import evaluate_scores
 from .gmm import DEFAULT_FIT_SAMPLE, GMMResult, fit_gmm
+from .integrity import CheckedFiles
 from .mapd import BLOCK_VALUES, mapd, mapd_accuracy, mapd_epochs, probe_suites
 from .scores import add_flags, real_samples, score_table
 from .store import RunSnapshot, RunStore, sync_run
@@ -41,6 +42,7 @@ class Run:
         self._registered: tuple | None = None
         self._windows: dict[tuple, EpochWindow | None] = {}
         self._checked_memorisation: set[tuple] = set()
+        self._checked_files = CheckedFiles(store.location)
         self._register()
 
     @property
@@ -69,8 +71,12 @@ class Run:
         self._register()
 
     def _register(self) -> None:
+        """Register the views when the run changed, after checking its new data files (each once per
+        identity, :class:`~tdlog.analytics.integrity.CheckedFiles`: a damaged file raises ``DamagedRunError``)."""
         key = self.snapshot.key()
         if key != self._registered:
+            data = self.snapshot.files.records + self.snapshot.files.samples
+            self._checked_files.check(self.store.identities_of(data), self.store.source, self.location)
             self.engine.register(self.snapshot)
             self._registered = key
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 from tdlog.format import RECORDS_DIR, SAMPLES_DIR
 
 from .engine import VIEWS
+from .spark_guard import check_read_only
 from .views import EPOCH_STATS_SELECT, attempt_rows, raw_records_stub, records_select, samples_stub
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class SparkEngine:
 
     def __init__(self, spark: SparkSession) -> None:
         self.session = spark.newSession()
+        self.session.conf.set("spark.sql.runSQLOnFiles", "false")  # no `parquet.`/path`` even past the check
         self._records_filter = self._unscored_filter = ""
         self._location = ""
 
@@ -111,8 +113,11 @@ class SparkEngine:
         return self.session.createDataFrame(attempt_rows(attempts), schema)
 
     def frame(self, query: str, params: Mapping[str, Any] | None = None) -> DataFrame:
-        """``query`` (``$name`` or ``:name`` markers, values bound) as a lazy Spark DataFrame."""
-        return self.session.sql(spark_dialect(query), args=dict(params or {}))
+        """``query`` (``$name`` or ``:name`` markers, values bound) as a lazy Spark DataFrame; one read of the
+        views only (:func:`tdlog.analytics.spark_guard.check_read_only`), else ``ValueError``."""
+        query = spark_dialect(query)
+        check_read_only(self.session, query)
+        return self.session.sql(query, args=dict(params or {}))
 
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
         return to_polars(self.frame(query, params))

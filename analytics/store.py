@@ -37,6 +37,8 @@ from tdlog.format import (
     parse_json,
 )
 
+from .integrity import damaged, listing_problems, world_sizes
+
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
@@ -109,17 +111,36 @@ class RunStore:
         with self.filesystem.open_input_stream(f"{self.root}/{name}") as stream:
             return stream.read()
 
+    def identities_of(self, names: list[str] | tuple[str, ...]) -> dict[str, list]:
+        """``{name: identity}`` of the run's files ``names``: ``[size, mtime_ns, inode]`` on this machine,
+        ``[size, mtime_ns]`` on an object store (the time of the PUT)."""
+        if self.filesystem is None:
+            stats = {name: os.stat(Path(self.root, name)) for name in names}
+            return {name: [st.st_size, st.st_mtime_ns, st.st_ino] for name, st in stats.items()}
+        infos = self.filesystem.get_file_info([f"{self.root}/{name}" for name in names])
+        return {name: [info.size, info.mtime_ns] for name, info in zip(names, infos, strict=True)}
+
+    def source(self, name: str) -> Any:
+        """What a Parquet reader opens for the run's file ``name``: a local path, or a random-access file."""
+        if self.filesystem is None:
+            return str(Path(self.root, name))
+        return self.filesystem.open_input_file(f"{self.root}/{name}")
+
     def read_json(self, name: str) -> dict[str, Any]:
         """The JSON object in the run's file ``name`` (errors name the file)."""
         return parse_json(self.read(name), f"{self.location}/{name}")
 
     def snapshot(self) -> RunSnapshot:
         """List the run and read its metadata. ``FileNotFoundError`` when there is no run, ``ValueError``
-        when ``run.json`` is not a tdlog run this version reads."""
+        when ``run.json`` is not a tdlog run this version reads, ``DamagedRunError`` when the listing is
+        damaged (:func:`tdlog.analytics.integrity.listing_problems`)."""
         files = committed_files(self.listing(), self.read, where=self.location)
         manifest = self.read_json(MANIFEST)
         check_manifest(manifest, f"{self.location}/{MANIFEST}")
         attempts = tuple(sorted((self.read_json(name) for name in files.attempts), key=lambda a: a["attempt"]))
+        problems = listing_problems(files, world_sizes(attempts))
+        if problems:
+            raise damaged(self.location, problems)
         return RunSnapshot(self.location, manifest, attempts, files)
 
 
@@ -136,6 +157,9 @@ def sync_run(uri: str, *, cache_dir: str | os.PathLike | None = None,
     identities = store.identities()
     files = committed_files({name: size for name, (size, _) in identities.items()}, store.read,
                             where=store.location)
+    problems = listing_problems(files, world_sizes(store.read_json(name) for name in files.attempts))
+    if problems:  # the local copy has no manifests: the store's listing is checked here
+        raise damaged(store.location, problems)
     index_path = local / CACHE_INDEX
     cached = json.loads(index_path.read_text()) if index_path.exists() else {}
     wanted = (MANIFEST, *files.attempts, *files.records, *files.samples)

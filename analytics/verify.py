@@ -3,16 +3,19 @@
 - ``run.json``: JSON, a tdlog run of a version this tdlog reads;
 - ``_attempts/attempt-K.json``: JSON with ``attempt = K``, ``start_epoch`` (int or null), ``world_size``;
   one for every attempt that has records files (without it none of its rows count);
-- ``_committed/*.json``: JSON listing files that exist;
-- every committed records and samples file: a whole Parquet file whose pages pass their CRC checksums
-  (written since format version 2; older files have none to check), every row readable, the columns of its
-  kind with their types, ``sample_id`` of the run's id type.
+- ``_committed/*.json``: JSON, and the listing checks of :mod:`tdlog.analytics.integrity` (records of
+  attempts without attempt file, stray, missing or incomplete manifests, listed files that are gone);
+- every committed records and samples file: the content checks of :mod:`tdlog.analytics.integrity` (page
+  CRC checksums, written since format version 3; every row readable; footer statistics equal to the
+  pages; rows of the attempt and rank the name says), the columns of its kind with their types,
+  ``sample_id`` of the run's id type.
 
 Returns one row per problem (``file``, ``problem``); an empty table means the run is sound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any
@@ -24,13 +27,12 @@ from tdlog.format import (
     ATTEMPTS_DIR,
     COMMITTED_DIR,
     MANIFEST,
-    PART_FILE,
-    attempt_name,
     check_manifest,
     committed_files,
     parse_json,
 )
 
+from .integrity import content_problem, listing_problems, world_sizes
 from .store import RunStore
 
 RECORDS_COLUMNS = {"sample_id": None, "step": "int64", "target": "int32", "loss": "float", "margin": "float",
@@ -63,10 +65,11 @@ def verify_run(path: str | os.PathLike, *, filesystem: Any = None, progress: boo
     except ValueError:  # a garbled manifest: already reported; check every data file instead
         files = committed_files({n: s for n, s in sizes.items() if not n.startswith(COMMITTED_DIR + "/")},
                                 store.read, where=store.location)
-    attempts = {attempt_name(int(m.group(1))) for m in map(PART_FILE.match, (
-        name.rsplit("/", 1)[1] for name in files.records)) if m}
-    problems += [(name, "missing: records of this attempt have no attempt file, so none of them count")
-                 for name in sorted(attempts - set(files.attempts))]
+    parsed = []
+    for name in files.attempts:
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # a garbled attempt file: reported above
+            parsed.append(store.read_json(name))
+    problems += listing_problems(files, world_sizes(parsed))
     id_type = (manifest or {}).get("sample_id_type")
     data = [(name, RECORDS_COLUMNS) for name in files.records] + [(name, SAMPLES_COLUMNS) for name in files.samples]
     show = sys.stderr.isatty() if progress is None else progress
@@ -114,10 +117,11 @@ def _check_parquet(store: RunStore, name: str, columns: dict[str, str | None], i
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.ParquetFile(pa.BufferReader(store.read(name)), page_checksum_verification=True).read()
-    except (OSError, pa.ArrowException) as error:
-        return f"unreadable: {' '.join(str(error).split())}"
+    data = pa.BufferReader(store.read(name))
+    problem = content_problem(data, name)
+    if problem:
+        return problem
+    table = pq.ParquetFile(data).read()
     expected = dict(columns)
     if columns is RECORDS_COLUMNS and "correct" in table.schema.names:
         expected |= RECORDS_COLUMNS_V2

@@ -11,6 +11,7 @@ from tdlog.format import FORMAT_VERSION
 from .aum_compat import AUMCalculator, AUMRecord
 from .dataset import DatasetWithIndex
 from .loss_check import LossMismatchError
+from .manifest import WriterSupersededError
 from .probes import ProbeSuites
 from .recorder import Recorder
 from .stats import batch_statistics
@@ -24,6 +25,7 @@ __all__ = [
     "LossMismatchError",
     "ProbeSuites",
     "Recorder",
+    "WriterSupersededError",
     "__version__",
     "batch_statistics",
     "threshold_sample_indices",

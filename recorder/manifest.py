@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import os
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from tdlog.format import (
     STAGING_DIR,
     attempt_name,
     check_manifest,
+    fsync_dir,
     read_json,
     write_json_atomic,
 )
@@ -63,13 +66,15 @@ def create_or_validate(
                     f"with_threshold_class: the run at {run_dir} has threshold_class="
                     f"{manifest['threshold_class']}, got {threshold_class}"
                 )
-            if manifest["format_version"] < FORMAT_VERSION:  # this writer's files are of the newer version
-                manifest["format_version"] = FORMAT_VERSION
+            if manifest["format_version"] < FORMAT_VERSION or "run_id" not in manifest:
+                manifest["format_version"] = max(manifest["format_version"], FORMAT_VERSION)
+                manifest.setdefault("run_id", new_run_id())  # a run made before run ids: named now, once
                 write_json_atomic(path, manifest)
             return manifest
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
+            "run_id": new_run_id(),
             "tdlog_version": __version__,
             "num_classes": num_classes,
             "threshold_class": threshold_class,
@@ -81,6 +86,27 @@ def create_or_validate(
         }
         write_json_atomic(path, manifest)
         return manifest
+
+
+def new_run_id() -> str:
+    """A run's identity: 32 random hex digits, written into ``run.json`` once, when the run is created."""
+    return uuid.uuid4().hex
+
+
+def check_state_run(state: Any, run_dir: Path, *, where: str) -> None:
+    """Raise ``ValueError`` unless the recorder state ``state`` (a ``Recorder.state_dict()``) was saved by
+    the run at ``run_dir`` (named ``where``): its ``run_id`` must be the run's (a state of another run, or of
+    a run that is not there, would supersede rows it never logged). Reads only."""
+    if not isinstance(state, dict):
+        raise ValueError(f"resume: expected a Recorder.state_dict(), got {state!r}")
+    path = run_dir / MANIFEST
+    state_run = f"run {state.get('run_id')} at {state.get('run')}"
+    if not path.exists():
+        raise ValueError(f"resume: the state is of {state_run}; there is no run at {where} to resume")
+    manifest = read_json(path)
+    if "run_id" in state and state["run_id"] != manifest.get("run_id"):
+        raise ValueError(f"resume: the state is of {state_run}, the run at {where} is run "
+                         f"{manifest.get('run_id')}; resume a run from its own state")
 
 
 def update_manifest(run_dir: Path, **changes: Any) -> dict[str, Any]:
@@ -125,24 +151,70 @@ def attempt_path(run_dir: Path, attempt: int) -> Path:
 
 
 def start_attempt(run_dir: Path, *, world_size: int, start: tuple[int, int | None] | None = None,
-                  starts: dict[str, tuple[int, int | None]] | None = None) -> int:
+                  starts: dict[str, tuple[int, int | None]] | None = None,
+                  claim: Callable[[int], int] | None = None) -> int:
     """Register a new attempt (a start or restart of training) and return its number. ``starts``: where it
     starts owning rows of the splits it resumes (``{split: (epoch, step)}``); ``start``: where it starts in
-    every split it will log (default: at the epoch of its first row of that split). FORMAT.md, "Attempts"."""
+    every split it will log (default: at the epoch of its first row of that split). FORMAT.md, "Attempts".
+
+    The number is claimed atomically: the attempt file is linked into place, which fails when the name
+    exists (a create-if-absent that does not rely on ``.lock``), and the next number is tried. ``claim``
+    (an object-store run) first turns the lowest candidate into a number no other writer of the store holds
+    (:meth:`tdlog.recorder.remote.RemoteMirror.claim_attempt`)."""
     with run_lock(run_dir):
         (run_dir / ATTEMPTS_DIR).mkdir(exist_ok=True)
         attempts = existing_attempts(run_dir)
         attempt = attempts[-1] + 1 if attempts else 0
+        if claim is not None:
+            attempt = claim(attempt)
         first = min((position[0] for position in (starts or {}).values()), default=None)
-        write_json_atomic(attempt_path(run_dir, attempt), {
-            "attempt": attempt,
-            "start_epoch": start[0] if start is not None else first,
-            "start": None if start is None else list(start),
-            "starts": {split: list(position) for split, position in (starts or {}).items()},
-            "world_size": world_size,
-            "started_at": now_iso(),
-        })
-    return attempt
+        while True:
+            payload = {
+                "attempt": attempt,
+                "start_epoch": start[0] if start is not None else first,
+                "start": None if start is None else list(start),
+                "starts": {split: list(position) for split, position in (starts or {}).items()},
+                "world_size": world_size,
+                "started_at": now_iso(),
+            }
+            if write_json_exclusive(attempt_path(run_dir, attempt), payload):
+                return attempt
+            attempt += 1
+
+
+def write_json_exclusive(path: Path, payload: dict[str, Any]) -> bool:
+    """Create ``path`` holding ``payload``, whole, unless it exists (then False): written to a temporary
+    file, fsynced, then hard-linked to ``path`` (``link`` never replaces a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    write_json_atomic(tmp, payload)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    fsync_dir(path.parent)
+    return True
+
+
+class WriterSupersededError(RuntimeError):
+    """A later attempt of the run started while this writer was writing (another ``Recorder`` on the same
+    run and rank, e.g. on another machine's mirror of an object-store run, or after its lock file was
+    deleted): this writer stops at its next commit rather than write rows no reader would count."""
+
+
+def check_current(run_dir: Path, attempt: int, *, where: str) -> None:
+    """Raise :class:`WriterSupersededError` if the run at ``run_dir`` has an attempt after ``attempt``
+    (attempt numbers are consecutive: one ``stat``)."""
+    if attempt_path(run_dir, attempt + 1).exists():
+        raise superseded(where, attempt)
+
+
+def superseded(where: str, attempt: int) -> WriterSupersededError:
+    return WriterSupersededError(
+        f"path: the run at {where} has a later attempt ({attempt + 1}) than this writer's ({attempt}): another "
+        f"Recorder started on it while this one was writing; this one stops here (its rows committed so far "
+        f"stay, and count up to where the later attempt starts). Close one of them.")
 
 
 def set_split_start(run_dir: Path, attempt: int, split: str, epoch: int) -> None:

@@ -20,6 +20,7 @@ from .commit import commit_table
 from .device import DeviceBatches, PendingBatch, device_batch, statistics_batch
 from .host_stats import host_statistics
 from .loss_check import LossCheck, agrees, recorded_losses, scalar
+from .manifest import check_state_run
 from .remote import RemoteMirror
 from .samples import build_samples_table, drop_already_registered, read_registered
 from .sequence import CHUNK_VALUES, IGNORE_INDEX, scored_targets, sequence_statistics
@@ -50,11 +51,13 @@ def _distributed_rank_and_size() -> tuple[int, int]:
 
 
 def _agree_on_attempt(run_dir: Path, rank: int, world_size: int, start: tuple[int, int | None] | None,
-                      starts: dict[str, tuple[int, int | None]]) -> int:
-    """Rank 0 registers the attempt; under torch.distributed every rank receives its number."""
+                      starts: dict[str, tuple[int, int | None]], claim: Any = None) -> int:
+    """Rank 0 registers the attempt (``claim``: an object store's claim of its number); under
+    torch.distributed every rank receives its number."""
     attempt = [None]
     if rank == 0:
-        attempt[0] = manifest_io.start_attempt(run_dir, world_size=world_size, start=start, starts=starts)
+        attempt[0] = manifest_io.start_attempt(run_dir, world_size=world_size, start=start, starts=starts,
+                                               claim=claim)
     if world_size > 1:
         torch.distributed.broadcast_object_list(attempt, src=0)
     return attempt[0]
@@ -139,8 +142,17 @@ class Recorder:
                 f"got {flush_rows}, {flush_seconds}, {max_pending}, {coalesce_rows}"
             )
         self.default_split = check_split(split)
+        start = None if start_epoch is None else (check_epoch(start_epoch), start_step)
+        if start is None and start_step is not None:
+            raise ValueError(f"start_step: expected it with a start_epoch, got start_step={start_step} alone")
+        if start is not None and resume is not None:
+            raise ValueError("resume, start_epoch: expected one of them, got both")
+        self._step, self._last_logged = 0, {}
+        resumed = self._resume_state(resume) if resume is not None else {}
         self.remote = RemoteMirror(str(path), local_dir=local_dir, filesystem=filesystem) if is_uri(path) else None
         self.path = self.remote.pull() if self.remote is not None else Path(path)
+        if resume is not None:
+            check_state_run(resume, self.path, where=str(path))  # before anything is written
         self.path.mkdir(parents=True, exist_ok=True)
         self.rank, self.world_size = _distributed_rank_and_size()
         self._lock = WriterLock(self.path, self.rank)  # a second writer of this rank fails here, harmlessly
@@ -148,19 +160,14 @@ class Recorder:
             manifest = manifest_io.create_or_validate(
                 self.path, num_classes=num_classes, threshold_class=self.threshold_class, config=metadata or {}
             )
-            start = None if start_epoch is None else (check_epoch(start_epoch), start_step)
-            if start is None and start_step is not None:
-                raise ValueError(f"start_step: expected it with a start_epoch, got start_step={start_step} alone")
-            if start is not None and resume is not None:
-                raise ValueError("resume, start_epoch: expected one of them, got both")
-            self._step, self._last_logged = 0, {}
-            resumed = self._resume_state(resume) if resume is not None else {}
-            self.attempt = _agree_on_attempt(self.path, self.rank, self.world_size, start, resumed)
+            claim = self.remote.claim_attempt if self.remote is not None else None
+            self.attempt = _agree_on_attempt(self.path, self.rank, self.world_size, start, resumed, claim)
         except BaseException:
             self._lock.release()
             raise
         self._lock.claim(self.attempt)
         self.id_type: str | None = manifest["sample_id_type"]
+        self._run_id: str = manifest["run_id"]
         self._splits_started: set[str] = set(resumed)
         self._location = str(path)
         if self.rank == 0:
@@ -475,6 +482,7 @@ class Recorder:
                 rank=self.rank,
                 num_outputs=self.num_outputs,
                 on_commit=self.remote.push if self.remote is not None else None,
+                fence=self._check_current,
                 **self._writer_options,
             )
             self._writer = RecordWriter(config, on_nonfinite=self._count_nonfinite)
@@ -490,6 +498,8 @@ class Recorder:
         writer = self._writer
         if writer is None:
             return
+        if isinstance(writer.fatal, manifest_io.WriterSupersededError):
+            raise writer.fatal
         if writer.fatal is not None:
             raise RuntimeError(f"tdlog writer thread failed; rows not yet committed are lost: {writer.fatal!r}") \
                 from writer.fatal
@@ -545,6 +555,7 @@ class Recorder:
         with manifest_io.run_lock(self.path):
             table = drop_already_registered(table, read_registered(self.path))
             if table.num_rows:
+                self._check_current()
                 name = part_name(self.attempt, self.rank, self._samples_seq)
                 commit_table(self.path, f"{SAMPLES_DIR}/{name}", table)
                 self._samples_seq += 1
@@ -553,19 +564,27 @@ class Recorder:
         return table.num_rows
 
     # --- lifecycle -------------------------------------------------------------------------------
+    def _check_current(self) -> None:
+        """Before each commit: raise :class:`~tdlog.recorder.manifest.WriterSupersededError` when a later
+        attempt started on the run (FORMAT.md, "Writers")."""
+        manifest_io.check_current(self.path, self.attempt, where=self._location)
+
     def state_dict(self) -> dict[str, Any]:
         """Commit everything logged, then return where the run stands, to save with a model checkpoint:
-        ``{"run", "attempt", "rank", "step", "splits": {split: {"epoch", "step"}}}`` (the last row logged
-        of each split, this attempt's or the one it resumed). ``Recorder(path, resume=state)`` or
+        ``{"run", "run_id", "attempt", "rank", "step", "splits": {split: {"epoch", "step"}}}`` (the last row
+        logged of each split, this attempt's or the one it resumed; ``run_id`` is the run's identity, from
+        ``run.json``: a state resumes only its own run). ``Recorder(path, resume=state)`` or
         :meth:`resume_from` continue from it."""
         self.flush()
-        return {"run": self._location, "attempt": self.attempt, "rank": self.rank, "step": self._step,
+        return {"run": self._location, "run_id": self._run_id, "attempt": self.attempt, "rank": self.rank,
+                "step": self._step,
                 "splits": {split: {"epoch": epoch, "step": step} for split, (epoch, step) in self._last_logged.items()}}
 
     def resume_from(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (a :meth:`state_dict`) before this attempt logs anything: see ``resume``."""
         if self._step or self._splits_started:
             raise ValueError("state: resume_from() must come before the attempt's first log()")
+        check_state_run(state, self.path, where=self._location)
         starts = self._resume_state(state)
         if self.rank == 0:
             manifest_io.set_resumed_starts(self.path, self.attempt, starts)
@@ -597,12 +616,14 @@ class Recorder:
         """Commit everything buffered and stop the writer thread. Safe to call twice."""
         if self.closed:
             return
+        _OPEN_RECORDERS.discard(self)
         try:
-            self._submit_all()
-            self.closed = True
-            _OPEN_RECORDERS.discard(self)
-            if self._writer is not None:
-                self._writer.close()
+            try:
+                self._submit_all()
+            finally:  # closed even when the writer failed: the error is raised once, not again at exit
+                self.closed = True
+                if self._writer is not None:
+                    self._writer.close()
             if self.loss_check.checked:
                 self._report_loss_check(self.loss_check.report())
             if self.remote is not None:

@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import tempfile
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from tdlog.format import ATTEMPTS_DIR, MANIFEST, RECORDS_DIR, SAMPLES_DIR, committed_name, list_files, open_uri
+
+from .manifest import superseded
+
+# an attempt number on the store: its attempt file, or a writer's claim of it
+ATTEMPT_OR_CLAIM = re.compile(r"^(?:attempt-(\d+)\.json|claim-(\d+)-[0-9a-f]+)$")
 
 
 class RemoteMirror:
@@ -52,9 +61,47 @@ class RemoteMirror:
         return self.local
 
     def start(self, attempt: int, rank: int) -> None:
-        """This process's attempt and rank are known: upload the run's metadata (rank 0)."""
+        """This process's attempt and rank are known: upload the run's metadata (rank 0) and this process's
+        manifest, empty (so that a manifest missing later is a damage, not a writer that committed nothing)."""
         self.attempt, self.rank = attempt, rank
         self.push()
+        with self._lock:
+            if not self._committed:
+                self._put(committed_name(attempt, rank), json.dumps({"files": []}).encode())
+
+    def _store_attempts(self) -> dict[int, list[str]]:
+        """``{attempt number: [names under _attempts/ holding it]}`` on the store (attempt files and claims)."""
+        held: dict[int, list[str]] = {}
+        for name in list_files(self.filesystem, f"{self.root}/{ATTEMPTS_DIR}"):
+            if match := ATTEMPT_OR_CLAIM.match(name):
+                held.setdefault(int(match.group(1) or match.group(2)), []).append(name)
+        return held
+
+    def claim_attempt(self, candidate: int) -> int:
+        """An attempt number no other writer of the store holds, at least ``candidate``. A single PUT is atomic
+        but the stores have no create-if-absent that pyarrow exposes, so: PUT a claim
+        ``_attempts/claim-K-{random}``, then LIST the claims of ``K``. A writer that sees only its own claim
+        (and no attempt file ``K``) holds ``K``: with read-after-write consistent listing (S3, GCS, Azure),
+        of two claims of one number at least one writer sees both, and a writer that sees another's claim
+        withdraws its own and tries ``K + 1`` after a random pause. So no two writers ever hold one number
+        (both may withdraw and retry)."""
+        held = self._store_attempts()
+        attempt = max(candidate, max(held, default=-1) + 1)
+        while True:
+            claim = f"claim-{attempt}-{uuid.uuid4().hex}"
+            self._put(f"{ATTEMPTS_DIR}/{claim}", b"{}")
+            holders = self._store_attempts().get(attempt, [])
+            if holders == [claim]:
+                return attempt
+            self.filesystem.delete_file(f"{self.root}/{ATTEMPTS_DIR}/{claim}")
+            attempt += 1
+            time.sleep(random.uniform(0.0, 0.05))
+
+    def check_current(self) -> None:
+        """Raise :class:`~tdlog.recorder.manifest.WriterSupersededError` if a later attempt holds the store (one
+        LIST of ``_attempts/`` per upload)."""
+        if self.attempt is not None and max(self._store_attempts(), default=-1) > self.attempt:
+            raise superseded(self.uri, self.attempt)
 
     def push(self, committed: Path | None = None) -> None:
         """Upload ``committed`` (a data file just committed in the mirror) or, without it, every data file of
@@ -67,6 +114,8 @@ class RemoteMirror:
                 data = [p for folder in (RECORDS_DIR, SAMPLES_DIR) for p in (self.local / folder).rglob("*.parquet")]
             names = {p.relative_to(self.local).as_posix() for p in data}
             new = sorted(names - self._committed - self._pulled)
+            if new:
+                self.check_current()  # a superseded writer uploads nothing more
             for name in new:
                 self._upload(name)
                 self._committed.add(name)

@@ -46,6 +46,7 @@ class WriterConfig:
     flush_seconds: float
     max_pending: int
     on_commit: Callable[[Path], None] | None = None  # called with each committed file (object-store upload)
+    fence: Callable[[], None] | None = None  # raises when a later attempt superseded this writer
 
 
 @dataclass
@@ -242,6 +243,8 @@ class RecordWriter(threading.Thread):
         table = pa.Table.from_batches(batches, schema=self.schema)
         split, epoch = key
         name = part_name(self.config.attempt, self.config.rank, self._seq)
+        if self.config.fence is not None:
+            self.config.fence()
         committed = commit_table(self.config.run_dir, f"{records_partition(split, epoch)}/{name}", table)
         if self.config.on_commit is not None:
             self.config.on_commit(committed)

@@ -218,6 +218,7 @@ class RunFiles:
     samples: tuple[str, ...]
     attempts: tuple[str, ...]
     sizes: dict[str, int]  # every file of the run, by name: its size in bytes
+    manifests: dict[str, tuple[str, ...]] | None = None  # object stores: {manifest name: the files it lists}
 
 
 def committed_files(sizes: dict[str, int], read: Callable[[str], bytes], *, where: str) -> RunFiles:
@@ -228,16 +229,13 @@ def committed_files(sizes: dict[str, int], read: Callable[[str], bytes], *, wher
     read. ``FileNotFoundError`` when there is no ``run.json`` (the run named ``where`` in errors)."""
     if MANIFEST not in sizes:
         raise FileNotFoundError(f"path: no tdlog run at {where} (no {MANIFEST})")
-    manifests = sorted(n for n in sizes if n.startswith(COMMITTED_DIR + "/") and n.endswith(".json"))
-    listed: set[str] | None = None
-    if manifests:
-        listed = set()
-        for name in manifests:
-            listed.update(parse_json(read(name), f"{where}/{name}").get("files", []))
+    manifests = {n: tuple(parse_json(read(n), f"{where}/{n}").get("files", [])) for n in sorted(sizes)
+                 if n.startswith(COMMITTED_DIR + "/") and n.endswith(".json")}
+    listed = {name for files in manifests.values() for name in files} if manifests else None
 
     def taken(pattern: re.Pattern) -> tuple[str, ...]:
         return tuple(sorted(n for n in sizes if pattern.match(n) and (listed is None or n in listed)))
 
     attempts = tuple(sorted(n for n in sizes if n.startswith(ATTEMPTS_DIR + "/")
                             and ATTEMPT_FILE.match(n[len(ATTEMPTS_DIR) + 1:])))
-    return RunFiles(taken(RECORDS_FILE), taken(SAMPLES_FILE), attempts, dict(sizes))
+    return RunFiles(taken(RECORDS_FILE), taken(SAMPLES_FILE), attempts, dict(sizes), manifests or None)

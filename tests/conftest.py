@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +53,7 @@ def small_run(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
 
 
 collect_ignore = ["recorder/aum_upstream"]  # the aum package's own tests: run by test_aum_compat.py
+
+
+# the identities of checked data files (tdlog.analytics.integrity) go to a folder of the test session's own
+os.environ.setdefault("TDLOG_CACHE_DIR", tempfile.mkdtemp(prefix="tdlog-test-cache-"))

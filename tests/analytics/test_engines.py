@@ -63,7 +63,7 @@ def test_duckdb_ignores_a_data_file_that_no_manifest_lists(tmp_path) -> None:
     store, plain = write_object_store_run(tmp_path)
     assert (store / "_committed" / "a0-r0.json").exists()
     committed = next((store / "records" / "split=train" / "epoch=0").glob("*.parquet"))
-    shutil.copy(committed, committed.parent / "part-a7-r0-s0.parquet")  # uploaded, never listed
+    shutil.copy(committed, committed.parent / "part-a0-r0-s3.parquet")  # its writer's last upload, never listed
     with analytics.open_run(store) as run, analytics.open_run(plain) as expected:
         assert_frame_equal(run.scores(), expected.scores())
         assert run.info()["splits"] == expected.info()["splits"]

@@ -12,6 +12,7 @@ import torch
 from polars.testing import assert_frame_equal
 
 import tdlog.analytics as analytics
+from tdlog.analytics.verify import verify_run
 from tdlog.cli import main
 from tdlog.format import is_uri
 from tdlog.recorder import Recorder
@@ -133,3 +134,46 @@ def test_a_run_recorded_again_at_the_same_uri_reads_fresh(s3, tmp_path) -> None:
             analytics.open_run(tmp_path / "expected") as expected:
         assert run.epochs() == [0, 1, 2]
         assert_frame_equal(run.scores(), expected.scores())
+
+
+def test_two_writers_on_one_uri_get_their_own_attempts_and_the_earlier_is_fenced(s3, tmp_path) -> None:
+    """Two Recorders on one object-store run, each with its own local mirror (two machines: their flocks
+    never meet): the store's claims give them attempts 0 and 1; the first stops at its next upload, with
+    everything it uploaded before kept and read."""
+    from tdlog.recorder import WriterSupersededError
+
+    filesystem, _ = s3
+    uri = "s3://runs/contended"
+    first = Recorder(uri, num_classes=3, filesystem=filesystem, local_dir=tmp_path / "mirror-a")
+    first.register_samples(torch.arange(20), torch.arange(20) % 3)
+    first.log(torch.arange(20), torch.randn(20, 3), torch.arange(20) % 3, epoch=0)
+    first.flush()
+    with Recorder(uri, num_classes=3, filesystem=filesystem, local_dir=tmp_path / "mirror-b") as second:
+        assert (first.attempt, second.attempt) == (0, 1)
+        second.log(torch.arange(20), torch.randn(20, 3), torch.arange(20) % 3, epoch=1)
+        first.log(torch.arange(20), torch.randn(20, 3), torch.arange(20) % 3, epoch=1)
+        with pytest.raises(WriterSupersededError, match=r"later attempt \(1\)"):
+            first.flush()
+    with pytest.raises(WriterSupersededError):
+        first.close()
+    with analytics.open_run(uri, filesystem=filesystem, cache_dir=tmp_path / "cache") as run:
+        counted = run.sql("SELECT epoch, attempt, count(*) AS n FROM records GROUP BY ALL ORDER BY ALL").rows()
+    assert counted == [(0, 0, 20), (1, 1, 20)]
+    assert verify_run(uri, filesystem=filesystem).height == 0
+
+
+def test_concurrent_claims_of_one_number_never_both_win(s3, tmp_path) -> None:
+    import threading
+
+    from tdlog.recorder.remote import RemoteMirror
+
+    filesystem, _ = s3
+    mirrors = [RemoteMirror("s3://runs/claims", local_dir=tmp_path / f"m{i}", filesystem=filesystem)
+               for i in range(6)]
+    won: list[int] = []
+    threads = [threading.Thread(target=lambda m=m: won.append(m.claim_attempt(0))) for m in mirrors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 6 and len(set(won)) == 6

@@ -131,3 +131,33 @@ def test_attempt_files_of_version_2_read_as_before(tmp_path) -> None:
         owners = run.sql("SELECT epoch, min(attempt) AS a, max(attempt) AS b FROM records GROUP BY epoch "
                          "ORDER BY epoch")
     assert owners.rows() == [(0, 0, 0), (1, 0, 0), (2, 1, 1), (3, 1, 1), (4, 1, 1)]
+
+
+def test_a_state_of_another_run_is_refused_and_the_run_is_unchanged(tmp_path) -> None:
+    """A state names its run by the id written into run.json at creation (not by its path: a copied or
+    moved run keeps its id); another run's state is refused before anything is written."""
+    log_epochs(tmp_path / "a", range(3))
+    with Recorder(tmp_path / "a", num_classes=3) as rec:
+        state_of_a = rec.state_dict()
+    log_epochs(tmp_path / "b", range(3))
+    before = {p: p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    with analytics.open_run(tmp_path / "b") as run:
+        counted = run.sql("SELECT count(*) AS n FROM records")["n"][0]
+    run_a = json.loads((tmp_path / "a" / "run.json").read_text())["run_id"]
+    assert state_of_a["run_id"] == run_a != json.loads((tmp_path / "b" / "run.json").read_text())["run_id"]
+    with pytest.raises(ValueError, match=f"resume: the state is of run {run_a} at .*resume a run from its own"):
+        Recorder(tmp_path / "b", num_classes=3, resume=state_of_a)
+    with pytest.raises(ValueError, match="there is no run at"):
+        Recorder(tmp_path / "nothing", num_classes=3, resume=state_of_a)
+    assert not (tmp_path / "nothing").exists()
+    with Recorder(tmp_path / "b", num_classes=3) as rec, pytest.raises(ValueError, match="resume: the state is of"):
+        rec.resume_from(state_of_a)
+    after = {p: p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    assert {p: v for p, v in after.items() if "_attempts" not in p.parts and "_locks" not in p.parts} == \
+        {p: v for p, v in before.items() if "_attempts" not in p.parts and "_locks" not in p.parts}
+    with analytics.open_run(tmp_path / "b") as run:
+        assert run.sql("SELECT count(*) AS n FROM records")["n"][0] == counted
+    moved = tmp_path / "a-moved"
+    (tmp_path / "a").rename(moved)  # the id travels with the run: its own state still resumes it
+    with Recorder(moved, num_classes=3, resume=state_of_a) as rec:
+        assert rec.state_dict()["run_id"] == run_a

@@ -80,3 +80,41 @@ def test_staging_files_of_a_live_writer_are_kept(tmp_path) -> None:
     holders = {1: 0, 2: None, 0: 2}
     assert clear_stale_staging(tmp_path, 2, holders.get) == 1
     assert sorted(p.name for p in staging.iterdir()) == [names[0], names[2]]
+
+
+def test_a_writer_whose_lock_file_was_deleted_is_fenced_by_the_later_attempt(tmp_path) -> None:
+    """The lock file is not trusted to exist: with it deleted a second writer starts, as a later attempt
+    whose number was claimed by a create-if-absent link; the first stops with an error at its next commit
+    instead of writing rows that no longer count, and what it committed before stays."""
+    from tdlog.recorder import WriterSupersededError
+
+    path = tmp_path / "run"
+    first = Recorder(path, num_classes=3)
+    log_epoch(first, 0)
+    first.flush()
+    (path / "_locks" / "writer-r0.lock").unlink()
+    with Recorder(path, num_classes=3) as second:
+        assert second.attempt == 1
+        log_epoch(second, 1)
+        log_epoch(first, 1)
+        with pytest.raises(WriterSupersededError, match=r"later attempt \(1\) than this writer's \(0\)"):
+            first.flush()
+    with pytest.raises(WriterSupersededError):
+        first.close()
+    with analytics.open_run(path) as run:
+        counted = run.sql("SELECT epoch, attempt, count(*) AS n FROM records GROUP BY ALL ORDER BY ALL").rows()
+        assert counted == [(0, 0, 20), (1, 1, 20)]  # nothing of the first's epoch 1 was committed
+        assert run.sql("SELECT count(*) AS n FROM raw_records")["n"][0] == 40
+
+
+def test_attempt_numbers_are_claimed_once_even_without_the_run_lock(tmp_path) -> None:
+    from tdlog.recorder.manifest import start_attempt
+
+    path = tmp_path / "run"
+    path.mkdir()
+    numbers = [start_attempt(path, world_size=1) for _ in range(3)]
+    (path / ".lock").unlink()  # a deleted .lock: the link still refuses a taken number
+    numbers.append(start_attempt(path, world_size=1))
+    assert numbers == [0, 1, 2, 3]
+    (path / "_attempts" / "attempt-4.json").write_text("{}")  # taken meanwhile by someone else
+    assert start_attempt(path, world_size=1, claim=lambda candidate: 4) == 5
