@@ -194,11 +194,11 @@ class DuckDBEngine:
         check_read_only(self.connection, query)
         return self.connection.sql(query, params=dict(params or {}))
 
-    def arrow(self, query: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        """The result of ``query`` as Arrow, read in batches so that one larger than ``max_result_bytes``
-        raises ``ValueError`` as soon as it passes the cap."""
+    def arrow(self, query: str, params: Mapping[str, Any] | None = None, *, capped: bool = False) -> pa.Table:
+        """The result of ``query`` as Arrow; ``capped``: read in batches so that one larger than
+        ``max_result_bytes`` raises ``ValueError`` as soon as it passes the cap."""
         relation = self.frame(query, params)
-        if self.max_result_bytes is None:
+        if not capped or self.max_result_bytes is None:
             return relation.to_arrow_table()
         batches, size = [], 0
         reader = relation.to_arrow_reader(RESULT_BATCH_ROWS)
@@ -212,7 +212,14 @@ class DuckDBEngine:
         return pa.Table.from_batches(batches, schema=reader.schema)
 
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
-        table = self.arrow(query, params)
+        return self._polars(self.arrow(query, params))
+
+    def user_sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+        """:meth:`sql` for a query of the user's: capped at ``max_result_bytes``."""
+        return self._polars(self.arrow(query, params, capped=True))
+
+    @staticmethod
+    def _polars(table: pa.Table) -> pl.DataFrame:
         try:
             return pl.from_arrow(table)
         except pl.exceptions.PolarsError as error:

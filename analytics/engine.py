@@ -36,6 +36,10 @@ class Engine(Protocol):
         """Run ``query`` (``$name`` parameter markers, values bound, never formatted into the text) and
         collect the result as Polars."""
 
+    def user_sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+        """:meth:`sql` for a query of the user's, with what comes back into Python capped (DuckDB:
+        ``max_result_bytes``; Spark: ``spark.driver.maxResultSize``)."""
+
     def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """A small result as Python rows (no Arrow conversion: what ``tdlog info`` needs, fast)."""
 

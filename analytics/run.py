@@ -9,6 +9,7 @@ the engine.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ class Run:
         """Run ``query`` over the views (``records``, ``samples``, ``epoch_stats``, ``attempts``,
         ``raw_records``) with ``$name`` parameters bound (never formatted into the text)."""
         self._refresh()
-        return self.engine.sql(query, params)
+        return self.engine.user_sql(query, params)
 
     def frame(self, query: str, params: Mapping[str, Any] | None = None) -> Any:
         """``query`` as a lazy result: a ``duckdb.DuckDBPyRelation`` or a Spark ``DataFrame``."""
@@ -93,8 +94,10 @@ class Run:
         return self.engine.frame(query, params)
 
     def query(self, name: str, **params: Any) -> pl.DataFrame:
-        """Run the shipped query ``sql/NAME.sql`` with its parameters bound."""
-        return self.sql(queries.load(name), params)
+        """Run the shipped query ``sql/NAME.sql`` with its parameters bound (not capped by
+        ``max_result_bytes``: the shipped queries answer per sample at most)."""
+        self._refresh()
+        return self.engine.sql(queries.load(name), params)
 
     def view_definitions(self) -> str:
         """Statements that reproduce this run's views in another session of the engine."""
@@ -123,6 +126,7 @@ class Run:
         has threshold samples, else every epoch (with a warning when the training accuracy suggests that
         later epochs fit wrong labels)."""
         check_epochs_argument(epochs)
+        self._warn_if_filtered_out(epochs, split)
         if epochs != AUTO:
             return epochs
         window = self.epoch_window(split=split)
@@ -131,6 +135,20 @@ class Run:
             self._checked_memorisation.add(key)
             warn_if_memorised(self.engine.sql(queries.load("epoch_accuracy"), {"split": split}))
         return None if window is None else window.epochs
+
+    def _warn_if_filtered_out(self, epochs: Epochs, split: str) -> None:
+        """A ``UserWarning`` (stderr) when the caller's filter, not the run, makes the answer empty: a split
+        the run has no records of, or an epoch range that holds none of its recorded epochs."""
+        splits = self.snapshot.splits
+        if splits and split not in splits:
+            warnings.warn(f"split: the run at {self.location} has no records of split {split!r} (its splits: "
+                          f"{', '.join(splits)}): the answer is empty", UserWarning, stacklevel=4)
+        elif isinstance(epochs, range):
+            recorded = self.epochs(split)
+            if recorded and not any(epoch in epochs for epoch in recorded):
+                warnings.warn(f"epochs: {epochs.start}:{epochs.stop} holds none of the recorded epochs of split "
+                              f"{split!r} ({recorded[0]}..{recorded[-1]}): the answer is empty", UserWarning,
+                              stacklevel=4)
 
     # --- scores -------------------------------------------------------------------------------------
     def aum(self, *, epochs: Epochs = AUTO, split: str = "train", per_update: bool = False) -> pl.DataFrame:

@@ -55,7 +55,7 @@ class Runs:
         """Run ``query`` over the union views (``records``, ``samples``, ``epoch_stats``, ``attempts``, each
         with a ``run`` column, and ``runs``) with ``$name`` parameters bound."""
         self._refresh()
-        return self.engine.sql(query, params)
+        return self.engine.user_sql(query, params)
 
     def epoch_windows(self, *, epochs: Epochs = AUTO, split: str = "train") -> pl.DataFrame:
         """Each run's epoch window: ``run, location, epoch_from, epoch_to`` (the recorded epochs scored) and
@@ -142,7 +142,8 @@ class Runs:
         ordered = ["sample_id", "runs"] + [f"{score}{part}" for score in COMBINED_SCORES
                                            for part in ("", "_low", "_high")]
         ordered += ["aum_runs_flagged", "gmm_runs_flagged", "aum_flagged", "gmm_flagged", "flagged", "weight"]
-        samples = self.sql("SELECT * FROM samples QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY run) = 1")
+        samples = self.engine.sql(
+            "SELECT * FROM samples QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY run) = 1")
         samples = samples.drop(*(c for c in ROLE_COLUMNS if c in samples.columns))
         return combined.select(ordered).sort("sample_id").join(samples, on="sample_id", how="left",
                                                                 maintain_order="left")

@@ -122,6 +122,11 @@ class SparkEngine:
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
         return to_polars(self.frame(query, params))
 
+    def user_sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
+        """:meth:`sql` for a query of the user's (what comes back to the driver is capped by Spark's
+        ``spark.driver.maxResultSize``, 1g by default)."""
+        return self.sql(query, params)
+
     def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         return [row.asDict() for row in self.frame(query, params).collect()]
 

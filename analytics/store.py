@@ -111,6 +111,18 @@ class RunStore:
         with self.filesystem.open_input_stream(f"{self.root}/{name}") as stream:
             return stream.read()
 
+    def require_run(self) -> None:
+        """``FileNotFoundError`` at once when there is no ``run.json`` (before listing: a folder that is not a
+        run, ``/usr`` say, is never walked)."""
+        if self.filesystem is None:
+            found = Path(self.root, MANIFEST).is_file()
+        else:
+            import pyarrow.fs as pafs
+
+            found = self.filesystem.get_file_info(f"{self.root}/{MANIFEST}").type == pafs.FileType.File
+        if not found:
+            raise FileNotFoundError(f"path: no tdlog run at {self.location} (no {MANIFEST})")
+
     def identities_of(self, names: list[str] | tuple[str, ...]) -> dict[str, list]:
         """``{name: identity}`` of the run's files ``names``: ``[size, mtime_ns, inode]`` on this machine,
         ``[size, mtime_ns]`` on an object store (the time of the PUT)."""
@@ -134,6 +146,7 @@ class RunStore:
         """List the run and read its metadata. ``FileNotFoundError`` when there is no run, ``ValueError``
         when ``run.json`` is not a tdlog run this version reads, ``DamagedRunError`` when the listing is
         damaged (:func:`tdlog.analytics.integrity.listing_problems`)."""
+        self.require_run()
         files = committed_files(self.listing(), self.read, where=self.location)
         manifest = self.read_json(MANIFEST)
         check_manifest(manifest, f"{self.location}/{MANIFEST}")
@@ -152,6 +165,7 @@ def sync_run(uri: str, *, cache_dir: str | os.PathLike | None = None,
     remote no longer has are removed, so a run deleted and recorded again at the same URI reads fresh.
     Raises ``FileNotFoundError`` if there is no run at ``uri``."""
     store = RunStore(uri, filesystem)
+    store.require_run()
     local = Path(cache_dir) if cache_dir is not None else (
         Path(tempfile.gettempdir()) / "tdlog-cache" / hashlib.sha1(uri.encode()).hexdigest()[:16])
     identities = store.identities()

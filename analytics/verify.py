@@ -46,10 +46,9 @@ def verify_run(path: str | os.PathLike, *, filesystem: Any = None, progress: boo
     """Check the run at ``path`` (a folder or a URI); ``file, problem`` for each problem found.
     ``FileNotFoundError`` when there is no run there."""
     store = RunStore(path, filesystem)
+    store.require_run()
     problems: list[tuple[str, str]] = []
     sizes = store.listing()
-    if MANIFEST not in sizes:
-        raise FileNotFoundError(f"path: no tdlog run at {store.location} (no {MANIFEST})")
     try:
         manifest = parse_json(store.read(MANIFEST), f"{store.location}/{MANIFEST}")
     except ValueError as error:

@@ -11,8 +11,11 @@ N // 10 threshold samples, batches of 65,536), then, in this one process:
 3. ``auto``: ``scores()`` with its default ``epochs="auto"``: the epoch-window search (one more pass over
    the records) and then the scores over the chosen window.
 
-The three are interleaved ``--repeats`` times (this machine is noisy); reports the median wall times, the
-ratios of the medians, every ratio, and the process's peak RSS; writes JSON.
+Before them, once: the readers' content checks of every data file (page checksums, footer statistics:
+what ``open_run`` does the first time it sees a file) on a cold cache, and again with every file's
+identity known (what every later ``open_run`` pays). The three are interleaved ``--repeats`` times (this
+machine is noisy); reports the median wall times, the ratios of the medians, every ratio, and the
+process's peak RSS; writes JSON.
 
 Usage: python benchmarks/engine.py [--samples 1000000] [--epochs 100] [--small] [--repeats 3]
                                    [--memory-limit 3GB] [--run DIR]
@@ -27,6 +30,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
@@ -39,6 +43,8 @@ import sklearn.mixture  # noqa: F401  (imported here: its import time is not par
 import torch
 
 import tdlog.analytics as analytics
+from tdlog.analytics.integrity import CheckedFiles
+from tdlog.analytics.store import RunStore
 from tdlog.recorder import Recorder, threshold_samples
 
 CLASSES, BATCH = 10, 65_536
@@ -85,6 +91,22 @@ def bare_scan(path: Path, threads: int | None, memory_limit: str | None) -> tupl
     return elapsed, rows
 
 
+def time_file_checks(path: Path, cache: Path) -> tuple[float, float]:
+    """Seconds of the readers' content checks of every data file (page checksums, footer statistics,
+    attempt and rank: :mod:`tdlog.analytics.integrity`) on a cold identity cache, then with every
+    identity known (what each later ``open_run`` pays)."""
+    store = RunStore(path)
+    files = store.snapshot().files
+    names = files.records + files.samples
+    timings = []
+    for _ in range(2):
+        start = time.perf_counter()
+        CheckedFiles(store.location).check(store.identities_of(names), store.source, store.location)
+        timings.append(time.perf_counter() - start)
+    assert any(cache.rglob("*.json"))
+    return timings[0], timings[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1_000_000)
@@ -100,6 +122,8 @@ def main() -> None:
         args.samples, args.epochs = 100_000, 20
 
     scratch = None
+    scratch_cache = Path(tempfile.mkdtemp(prefix="tdlog-engine-cache-"))
+    os.environ["TDLOG_CACHE_DIR"] = str(scratch_cache)  # the file checks start cold, whatever ran before
     if args.run is None:
         scratch = Path(tempfile.mkdtemp(prefix="tdlog-engine-"))
         args.run = scratch / "run"
@@ -108,6 +132,7 @@ def main() -> None:
         if not (args.run / "run.json").exists():
             write_seconds = write_run(args.run, args.samples, args.epochs)
         size = sum(f.stat().st_size for f in args.run.rglob("*.parquet"))
+        check_seconds, warm_check_seconds = time_file_checks(args.run, scratch_cache)
         bare_times, score_times, auto_times = [], [], []
         for _ in range(args.repeats):
             bare_seconds, bare_rows = bare_scan(args.run, args.threads, args.memory_limit)
@@ -124,6 +149,7 @@ def main() -> None:
         bare_seconds, score_seconds = statistics.median(bare_times), statistics.median(score_times)
         auto_seconds = statistics.median(auto_times)
     finally:
+        shutil.rmtree(scratch_cache, ignore_errors=True)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -135,6 +161,10 @@ def main() -> None:
         "parquet_bytes": size,
         "write_seconds": write_seconds,
         "bare_scan_seconds": bare_seconds,
+        "file_check_cold_seconds": check_seconds,
+        "file_check_warm_seconds": warm_check_seconds,
+        "ratio_file_check_cold_vs_bare": check_seconds / bare_seconds,
+        "ratio_file_check_warm_vs_bare": warm_check_seconds / bare_seconds,
         "scores_seconds": score_seconds,
         "auto_seconds": auto_seconds,
         "chosen_window": [window.epochs.start, window.epochs.stop],
@@ -155,6 +185,10 @@ def main() -> None:
     print(f"{'rows (samples x epochs)':<34}{result['rows']:>14,}")
     print(f"{'parquet size (MiB)':<34}{size / 2**20:>14,.0f}")
     print(f"{'bare DuckDB aggregate (s, median)':<34}{bare_seconds:>14.2f}")
+    print(f"{'file checks, first read (s)':<34}{check_seconds:>14.2f}")
+    print(f"{'  ratio to the bare aggregate':<34}{result['ratio_file_check_cold_vs_bare']:>13.2f}x")
+    print(f"{'file checks, identities known (s)':<34}{warm_check_seconds:>14.3f}")
+    print(f"{'  ratio to the bare aggregate':<34}{result['ratio_file_check_warm_vs_bare']:>13.3f}x")
     print(f"{'scores(epochs=None) (s, median)':<34}{score_seconds:>14.2f}")
     print(f"{'ratio of the medians':<34}{result['ratio_scores_vs_bare']:>13.2f}x")
     each = " ".join(f"{r:.2f}" for r in result["ratios_each"])

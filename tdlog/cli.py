@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     score = run_command("score", "every score per sample in one table (several runs: combined over them)", many=True)
     score_options(score)
     score.add_argument("--no-mapd", action="store_true", help="leave out the MAP-D columns of a run with probes")
+    score.add_argument("--conflicts", choices=("raise", "keep"), default="raise",
+                       help="several runs that disagree on num_classes or a sample's label: refuse (default) or "
+                            "combine them anyway")
     score.add_argument("--out", type=Path, required=True, help="scores.parquet (or .csv, .json)")
 
     export = run_command("export", "aum-compatible CSV, flagged index list or sample weights")
@@ -221,7 +225,8 @@ def _score_runs(args: argparse.Namespace) -> None:
 
     if args.engine != "duckdb":
         raise ValueError(f"--engine: several runs are scored together with duckdb, got {args.engine!r}")
-    with open_runs(args.run, threads=args.threads, memory_limit=args.memory_limit) as runs:
+    with open_runs(args.run, conflicts=args.conflicts, threads=args.threads,
+                   memory_limit=args.memory_limit) as runs:
         for window in runs.epoch_windows(epochs=args.epochs, split=args.split).iter_rows(named=True):
             print(f"run {window['run']}: {window['location']}: epochs {window['epoch_from']}:{window['epoch_to']} "
                   f"({window['chosen_by']})")
@@ -322,8 +327,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    def note(message, *_args, **_kwargs) -> None:  # a warning: one line on stderr
+        print(f"tdlog {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
     try:
-        status = COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = note
+            status = COMMANDS[args.command](args)
     except (OSError, ValueError, KeyError, NotImplementedError, duckdb.Error, *_spark_errors(args)) as exc:
         message = " ".join(str(exc).split())  # DuckDB messages span lines: keep the error on one line
         print(f"tdlog {args.command}: error: {message}", file=sys.stderr)
