@@ -114,6 +114,7 @@ class DuckDBEngine:
         self._progress = sys.stderr.isatty() if progress is None else progress
         limit = max_result_bytes if max_result_bytes is not None else memory_limit
         self.max_result_bytes = None if limit is None else size_in_bytes(limit)
+        self._spills: list[str] = []
         self._earlier: list[duckdb.DuckDBPyConnection] = []  # superseded: results made from them stay valid
         self._readable: tuple[str, ...] | None = None
         if connection is not None:
@@ -129,7 +130,9 @@ class DuckDBEngine:
 
     def _connect(self, paths: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
         """A new in-memory connection that may open ``paths`` and nothing else (wall 2)."""
-        spill = tempfile.mkdtemp(prefix="spill-", dir=self._temp) if self._temp.is_dir() else str(self._temp)
+        self._temp.mkdir(parents=True, exist_ok=True)
+        spill = tempfile.mkdtemp(prefix="spill-", dir=self._temp)  # one per connection, removed at close
+        self._spills.append(spill)
         config: dict[str, Any] = {"temp_directory": spill}
         config |= {key: value for key, value in self._settings.items() if value is not None}
         connection = duckdb.connect(":memory:", config=config)
@@ -197,7 +200,9 @@ class DuckDBEngine:
     def arrow(self, query: str, params: Mapping[str, Any] | None = None, *, capped: bool = False) -> pa.Table:
         """The result of ``query`` as Arrow; ``capped``: read in batches so that one larger than
         ``max_result_bytes`` raises ``ValueError`` as soon as it passes the cap."""
-        relation = self.frame(query, params)
+        return self._fetch(self.frame(query, params), capped)
+
+    def _fetch(self, relation: duckdb.DuckDBPyRelation, capped: bool) -> pa.Table:
         if not capped or self.max_result_bytes is None:
             return relation.to_arrow_table()
         batches, size = [], 0
@@ -212,18 +217,18 @@ class DuckDBEngine:
         return pa.Table.from_batches(batches, schema=reader.schema)
 
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
-        return self._polars(self.arrow(query, params))
+        return self._polars(self.frame(query, params), capped=False)
 
     def user_sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
         """:meth:`sql` for a query of the user's: capped at ``max_result_bytes``."""
-        return self._polars(self.arrow(query, params, capped=True))
+        return self._polars(self.frame(query, params), capped=True)
 
-    @staticmethod
-    def _polars(table: pa.Table) -> pl.DataFrame:
+    def _polars(self, relation: duckdb.DuckDBPyRelation, capped: bool) -> pl.DataFrame:
+        table = self._fetch(relation, capped)
         try:
             return pl.from_arrow(table)
         except pl.exceptions.PolarsError as error:
-            types = ", ".join(f"{field.name} {field.type}" for field in table.schema)
+            types = ", ".join(f"{name} {kind}" for name, kind in zip(relation.columns, relation.types, strict=True))
             raise ValueError(f"query: Polars cannot hold a column of the result ({types}): "
                              f"{str(error).splitlines()[0]}; cast it in the query, e.g. CAST(x AS VARCHAR)") from None
 
@@ -237,5 +242,6 @@ class DuckDBEngine:
     def close(self) -> None:
         for connection in (*self._earlier, self.connection):
             connection.close()
-        if self._private_temp is not None:
-            shutil.rmtree(self._private_temp, ignore_errors=True)
+        for folder in (*self._spills, self._private_temp):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)

@@ -38,8 +38,8 @@ class DamagedRunError(ValueError):
 def damaged(location: str, problems: list[tuple[str, str]]) -> DamagedRunError:
     name, problem = problems[0]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return DamagedRunError(f"path: the run at {location} is damaged: {name}: {problem}{more}; nothing is scored "
-                           f"from a damaged run: run `tdlog verify {location}` for every problem")
+    return DamagedRunError(f"path: the run at {location} is damaged: {location}/{name}: {problem}{more}; nothing "
+                           f"is scored from a damaged run: run `tdlog verify {location}` for every problem")
 
 
 def _owner(name: str) -> tuple[int, int, int] | None:

@@ -143,7 +143,7 @@ class Run:
         if splits and split not in splits:
             warnings.warn(f"split: the run at {self.location} has no records of split {split!r} (its splits: "
                           f"{', '.join(splits)}): the answer is empty", UserWarning, stacklevel=4)
-        elif isinstance(epochs, range):
+        elif isinstance(epochs, range) and len(epochs):
             recorded = self.epochs(split)
             if recorded and not any(epoch in epochs for epoch in recorded):
                 warnings.warn(f"epochs: {epochs.start}:{epochs.stop} holds none of the recorded epochs of split "

@@ -37,7 +37,7 @@ def write_wide_run(path, epochs: int = 3) -> None:
 def refused_everywhere(path, capsys, named: str) -> None:
     """verify names ``named``; open_run refuses; ``tdlog score`` exits 1 in one line naming tdlog verify."""
     assert named in verify_run(path)["file"].to_list()
-    with pytest.raises(DamagedRunError, match=f"is damaged: {named}: .*run `tdlog verify"):
+    with pytest.raises(DamagedRunError, match=f"is damaged: {path}/{named}: .*run `tdlog verify"):
         analytics.open_run(path).scores()
     capsys.readouterr()
     assert main(["score", str(path), "--out", str(path.parent / "scores.parquet")]) == 1

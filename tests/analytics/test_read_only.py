@@ -138,3 +138,13 @@ def test_spark_marker_rewrite_leaves_literals_and_comments_alone() -> None:
              "WHERE a = $split /* $block */ AND b < $epoch_to")
     assert spark_dialect(query) == ("SELECT 'price $usd', 'it''s $x' AS a, `col$1` FROM t -- $comment\n"
                                     "WHERE a = :split /* $block */ AND b < :epoch_to")
+
+
+def test_a_given_temp_directory_gets_private_spill_folders_removed_at_close(small_run, tmp_path) -> None:
+    path, _ = small_run
+    given = tmp_path / "spill-here"
+    with analytics.open_run(path, temp_directory=given) as run:
+        run.sql("SELECT count(*) FROM records")
+        spills = list(given.iterdir())
+        assert spills and all(p.name.startswith("spill-") and os.stat(p).st_mode & 0o077 == 0 for p in spills)
+    assert given.is_dir() and not any(given.iterdir())
