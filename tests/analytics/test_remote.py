@@ -107,7 +107,7 @@ def test_the_recorder_writes_to_s3_and_resumes_there(s3, tmp_path) -> None:
         pafs.FileSelector("runs/direct", recursive=True)) if f.type == pafs.FileType.File}
     assert {"run.json", "_attempts/attempt-0.json", "_attempts/attempt-1.json",
             "_committed/a0-r0.json", "_committed/a1-r0.json"} <= names
-    stray = "runs/direct/records/split=train/epoch=0/part-a9-r0-s0.parquet"  # a writer killed before its manifest
+    stray = "runs/direct/records/split=train/epoch=3/part-a1-r0-s2.parquet"  # its writer killed before listing it
     with filesystem.open_output_stream(stray) as stream, \
             open(next((tmp_path / "local" / "records" / "split=train" / "epoch=0").glob("*.parquet")), "rb") as part:
         stream.write(part.read())
@@ -116,7 +116,7 @@ def test_the_recorder_writes_to_s3_and_resumes_there(s3, tmp_path) -> None:
         assert_frame_equal(remote.scores(), here.scores())
         assert remote.info()["attempts"] == [{k: v for k, v in a.items()} for a in here.info()["attempts"]]
         assert remote.sql("SELECT count(*) AS n FROM samples")["n"][0] == 20
-    assert not (tmp_path / "cache" / "records" / "split=train" / "epoch=0" / "part-a9-r0-s0.parquet").exists()
+    assert not (tmp_path / "cache" / "records" / "split=train" / "epoch=3" / "part-a1-r0-s2.parquet").exists()
 
 
 def test_a_run_recorded_again_at_the_same_uri_reads_fresh(s3, tmp_path) -> None:
