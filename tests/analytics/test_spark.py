@@ -135,7 +135,7 @@ def test_spark_reads_only_committed_files_of_an_object_store_run(tmp_path, spark
     store, plain = write_object_store_run(tmp_path)
     assert (store / "_committed" / "a0-r0.json").exists()
     stray = next((store / "records" / "split=train" / "epoch=0").glob("*.parquet"))
-    (stray.parent / "part-a7-r0-s0.parquet").write_bytes(stray.read_bytes())  # uploaded, never listed
+    (stray.parent / "part-a0-r0-s3.parquet").write_bytes(stray.read_bytes())  # its writer's last upload, unlisted
     with analytics.open_run(f"file://{store}", engine="spark", spark=spark) as on_spark, \
             analytics.open_run(plain) as duck:
         _same(duck.scores(), on_spark.scores())
