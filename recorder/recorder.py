@@ -281,14 +281,18 @@ class Recorder:
         step: int | None = None,
         batch_loss: torch.Tensor | float | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        target_logits: torch.Tensor | None = None,
+        other_logits: torch.Tensor | None = None,
     ) -> None:
         """Record one batch of a sequence model that computed no logits (a fused LM head, as TRL's SFTTrainer
         uses): per example, over its counted tokens ``t`` (``mask`` true, ``n`` of them),
         ``loss = -(1/n) sum_t log_probs_t``, ``prob = (1/n) sum_t exp(log_probs_t)``, ``correct`` = the
-        share of ``correct`` tokens (NaN when not given), ``tokens = n``; ``margin``, ``target_logit``,
-        ``other_logit`` and ``el2n`` need the logits and are NaN. ``log_probs``, ``mask`` and ``correct`` are
-        ``[B, T]`` (the log-probability of each token's target, already shifted). ``batch_loss`` is checked
-        as in :meth:`log`."""
+        share of ``correct`` tokens (NaN when not given), ``tokens = n``. With ``target_logits`` ``z_{t,y}``
+        and ``other_logits`` ``max_{j != y} z_{t,j}`` of each token (``[B, T]``): ``target_logit``,
+        ``other_logit`` and ``margin = (1/n) sum_t (z_{t,y} - max_{j != y} z_{t,j})``, the token-mean margin;
+        without them these are NaN. ``el2n`` needs every logit and is NaN. ``log_probs``, ``mask`` and
+        ``correct`` are ``[B, T]`` (the log-probability of each token's target, already shifted).
+        ``batch_loss`` is checked as in :meth:`log`."""
         self._raise_pending_errors()
         if not isinstance(log_probs, torch.Tensor) or log_probs.dim() != 2 or not log_probs.is_floating_point():
             shown = tuple(log_probs.shape) if isinstance(log_probs, torch.Tensor) else type(log_probs).__name__
@@ -308,8 +312,19 @@ class Recorder:
         per_token = log_probs.detach().float() * counted
         nan = torch.full_like(tokens, float("nan"))
         share = (correct.detach().float() * counted).sum(1) / tokens if correct is not None else nan
-        floats = torch.stack([-per_token.sum(1) / tokens, nan, nan, nan, (per_token.exp() * counted).sum(1) / tokens,
-                              nan, share])
+        target, other = nan, nan
+        if (target_logits is None) != (other_logits is None):
+            raise ValueError("target_logits, other_logits: expected both or neither")
+        if target_logits is not None:
+            for name, values in (("target_logits", target_logits), ("other_logits", other_logits)):
+                if not isinstance(values, torch.Tensor) or values.shape != log_probs.shape:
+                    raise ValueError(f"{name}: expected shape {tuple(log_probs.shape)} to match log_probs, "
+                                     f"got {tuple(getattr(values, 'shape', ()))}")
+            kept = counted > 0  # where a value at an ignored position is anything (-inf included)
+            target = torch.where(kept, target_logits.detach().float(), 0.0).sum(1) / tokens
+            other = torch.where(kept, other_logits.detach().float(), 0.0).sum(1) / tokens
+        floats = torch.stack([-per_token.sum(1) / tokens, target - other, target, other,
+                              (per_token.exp() * counted).sum(1) / tokens, nan, share])
         floats = torch.where(tokens > 0, floats, float("nan"))
         no_class = torch.full((batch_size,), NO_CLASS, dtype=torch.int32, device=log_probs.device)
         ints = torch.stack([no_class, no_class, no_class, tokens.to(torch.int32)])
@@ -518,21 +533,25 @@ class Recorder:
     def register_samples(
         self,
         sample_ids: Any,
-        labels: Any,
+        labels: Any = None,
         *,
         targets: Any = None,
         true_label: Any = None,
         probe: Any = None,
         probe_role: Any = None,
+        controls: Any = None,
         **columns: Any,
     ) -> int:
         """Register per-sample metadata in ``samples/``; returns the number of rows newly written.
 
-        ``labels`` are the observed labels in ``[0, num_classes)``; ``targets`` the training targets
-        (default: ``labels``; ``num_classes`` marks a threshold sample); ``true_label`` the clean label
-        when known (experiments); ``probe``/``probe_role`` name a MAP-D probe suite and its role
-        (``"reference"`` or ``"heldout"``); other keyword arguments become user columns. Registering the
-        same rows again (a restarted script) is a no-op; only rank 0 writes under torch.distributed.
+        ``labels`` are the observed labels in ``[0, num_classes)`` (None for the examples of a sequence
+        model: no class, ``label = -1``); ``targets`` the training targets (default: ``labels``;
+        ``num_classes`` marks a threshold sample); ``controls``: booleans marking the control examples of a
+        sequence run (:mod:`tdlog.recorder.controls`: known-wrong targets, treated as threshold samples);
+        ``true_label`` the clean label when known (experiments); ``probe``/``probe_role`` name a MAP-D probe
+        suite and its role (``"reference"`` or ``"heldout"``); other keyword arguments become user columns
+        (``text``, ``prompt``, ``completion``: shown by the report). Registering the same rows again (a
+        restarted script) is a no-op; only rank 0 writes under torch.distributed.
         """
         if isinstance(sample_ids, torch.Tensor):
             sample_ids = sample_ids.detach().cpu().numpy()
@@ -545,6 +564,7 @@ class Recorder:
             true_label=true_label,
             probe=probe,
             probe_role=probe_role,
+            controls=controls,
             columns=columns,
             num_classes=self.num_classes,
             num_outputs=self.num_outputs,

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tdlog.format import SAMPLES_DIR
+from tdlog.format import NO_CLASS, SAMPLES_DIR
 
 from .validate import check_target_range
 
@@ -39,6 +39,13 @@ def _strings(name: str, values: Any, length: int) -> pa.Array:
     return array
 
 
+def _bools(name: str, values: Any, length: int) -> np.ndarray:
+    array = np.asarray(values.detach().cpu().numpy() if hasattr(values, "detach") else values)
+    if array.shape != (length,) or array.dtype != np.bool_:
+        raise ValueError(f"{name}: expected {length} booleans to match sample_ids, got {array.dtype} {array.shape}")
+    return array
+
+
 def build_samples_table(
     ids: pa.Array,
     labels: Any,
@@ -47,6 +54,7 @@ def build_samples_table(
     true_label: Any,
     probe: Any,
     probe_role: Any,
+    controls: Any = None,
     columns: dict[str, Any],
     num_classes: int,
     num_outputs: int,
@@ -57,15 +65,24 @@ def build_samples_table(
     if pc.count_distinct(ids).as_py() != count:
         values, counts = np.unique(ids.to_numpy(zero_copy_only=False), return_counts=True)
         raise ValueError(f"sample_ids: expected unique ids, got duplicates such as {values[counts > 1][:5].tolist()}")
-    label_array = as_int_array("labels", labels, count)
-    if count:
-        check_target_range("labels", int(label_array.min()), int(label_array.max()), num_classes)
-    target_array = label_array if targets is None else as_int_array("targets", targets, count)
-    if count:
-        check_target_range("targets", int(target_array.min()), int(target_array.max()), num_outputs)
-    is_threshold = (
-        np.zeros(count, dtype=bool) if threshold_class is None else target_array == threshold_class
-    )
+    if labels is None:  # sequence examples: no class (NO_CLASS), their targets are their tokens
+        if targets is not None or true_label is not None:
+            raise ValueError("labels: expected class labels with targets or true_label, got None")
+        label_array = target_array = np.full(count, NO_CLASS, dtype=np.int32)
+    else:
+        label_array = as_int_array("labels", labels, count)
+        if count:
+            check_target_range("labels", int(label_array.min()), int(label_array.max()), num_classes)
+        target_array = label_array if targets is None else as_int_array("targets", targets, count)
+        if count:
+            check_target_range("targets", int(target_array.min()), int(target_array.max()), num_outputs)
+    if controls is not None:
+        if threshold_class is not None:
+            raise ValueError("controls: this run marks its threshold samples by targets (with_threshold_class=True); "
+                             "controls are for runs without a threshold class (sequence models)")
+        is_threshold = _bools("controls", controls, count)
+    else:
+        is_threshold = np.zeros(count, dtype=bool) if threshold_class is None else target_array == threshold_class
     probe_array = _strings("probe", probe, count)
     if probe_role is None:
         probe_role = pc.if_else(pc.is_null(probe_array), None, "reference")
@@ -108,7 +125,7 @@ def read_registered(run_dir: Path) -> pa.Table | None:
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
 
 
-COMPARED = ("sample_id", "label", "target", "probe", "probe_role")
+COMPARED = ("sample_id", "label", "target", "is_threshold", "probe", "probe_role")
 
 
 def _comparable(table: pa.Table) -> pa.Table:
@@ -128,6 +145,6 @@ def drop_already_registered(new: pa.Table, registered: pa.Table | None) -> pa.Ta
     if seen.num_rows:
         raise ValueError(
             f"sample_ids: id {seen['sample_id'][0].as_py()!r} is already registered in this run with a "
-            "different label, target or probe; registered samples are never overwritten"
+            "different label, target, control flag or probe; registered samples are never overwritten"
         )
     return new.filter(pc.invert(known))

@@ -19,8 +19,9 @@ logits give the output count. The loss the trainer returned is checked against t
 loss) data are recorded per example, over the tokens its labels score. Its loss comes from a fused LM head
 that computes each target token's log-probability and never the logits; ``attach`` records those (a forward
 hook keeps the head's outputs): per example the loss, the target probability, the token accuracy and the
-token count, :meth:`~tdlog.recorder.Recorder.log_token_log_probs`; the margin needs logits and is NaN, so
-SFT runs are scored by AUL. A trainer subclass with its own ``compute_loss`` is recorded from its logits.
+token count, :meth:`~tdlog.recorder.Recorder.log_token_log_probs`; and (``margins=True``, the default) the
+token-mean margin, from the counted tokens' hidden states projected through the LM head without gradient
+(:mod:`~.lm_head`). A trainer subclass with its own ``compute_loss`` is recorded from its logits.
 Refused, in one line each (:func:`check_trainer`): other TRL trainers, ``loss_type`` other than ``"nll"``,
 ``packing`` and ``padding_free``.
 
@@ -44,6 +45,8 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .collate import CarryIds
+from .lm_head import target_and_other_logits
+from .models import unwrap
 from .outputs import OutputRecorder
 
 
@@ -172,6 +175,7 @@ def attach(
     num_classes: int | None = None,
     record_eval: bool = False,
     strict: bool = False,
+    margins: bool = True,
     **recorder_options: Any,
 ) -> OutputRecorder:
     """Record every training example of every step of ``trainer`` to the run at ``run_dir``.
@@ -187,6 +191,10 @@ def attach(
             vocabulary of a language model, the labels of a classifier). A given one is checked against them.
         record_eval: also log evaluation batches (``trainer.evaluate()``), to split ``"eval"``.
         strict: a batch whose recorded losses are not the trainer's own loss raises instead of warning.
+        margins: ``trl.SFTTrainer`` only (its fused LM head computes no logits): also project the counted
+            tokens' hidden states through the LM head, without gradient, for each example's token-mean margin
+            (:mod:`~.lm_head`; what AUM and control examples need); ``False`` records loss, probability and
+            accuracy only and skips that projection.
         **recorder_options: passed to :class:`~tdlog.recorder.Recorder` (``metadata``, ``flush_seconds``, ...).
 
     Returns the :class:`~tdlog.recorder.integrations.outputs.OutputRecorder` (its run closed at interpreter exit;
@@ -203,13 +211,18 @@ def attach(
     trainer.data_collator = CarryIds(trainer.data_collator, id_column)
     original_compute_loss = trainer.compute_loss
     sft_loss = _uses_sft_loss(trainer)
-    fused: dict[str, Any] = {}  # the fused LM head's outputs of the batch compute_loss is working on
+    fused: dict[str, Any] = {}  # the fused LM head's outputs (and hidden states) of the batch in compute_loss
     if sft_loss:
         def keep_fused_outputs(module, args, kwargs, output):
             if kwargs.get("fused_lm_head"):
                 fused["outputs"] = output
 
         trainer.model.register_forward_hook(keep_fused_outputs, with_kwargs=True)
+        if margins:
+            def keep_hidden_states(module, args, output):
+                fused["hidden"] = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+            unwrap(trainer.model).base_model.register_forward_hook(keep_hidden_states)
     original_prediction_step = trainer.prediction_step
     held: dict[str, Any] = {}  # ids of the batch prediction_step is working on
 
@@ -225,10 +238,16 @@ def attach(
             loss = original_compute_loss(model, inputs, num_items_in_batch=num_items_in_batch, **kwargs)
             if model.training or record_eval:
                 outputs = fused.pop("outputs")
+                logits = {}
+                if margins:
+                    head = unwrap(model).get_output_embeddings()
+                    target, other = target_and_other_logits(
+                        fused.pop("hidden")[:, :-1], head.weight, head.bias, labels[:, 1:], outputs.label_mask)
+                    logits = {"target_logits": target, "other_logits": other}
                 recording.log_token_log_probs(
                     ids, outputs.log_probs, outputs.label_mask, correct=outputs.is_top1, epoch=epochs.epoch,
                     split="train" if model.training else "eval", batch_loss=loss,
-                    num_items_in_batch=_loss_normaliser(trainer, num_items_in_batch))
+                    num_items_in_batch=_loss_normaliser(trainer, num_items_in_batch), **logits)
             return loss
         else:
             if num_items_in_batch is not None:

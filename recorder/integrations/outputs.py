@@ -39,6 +39,7 @@ class OutputRecorder:
         self.cause: str | None = None  # what the caller knows that could explain a loss mismatch
         self.recorder: Recorder | None = None
         self._resume: dict[str, Any] | None = None
+        self._registrations: list[tuple[tuple, dict]] = []  # register_samples calls made before the run opened
         if num_classes is not None:
             self._open(num_classes)
 
@@ -53,7 +54,18 @@ class OutputRecorder:
         if self._resume is not None:
             self.recorder.resume_from(self._resume)
             self._resume = None
+        for args, kwargs in self._registrations:
+            self.recorder.register_samples(*args, **kwargs)
+        self._registrations.clear()
         return self.recorder
+
+    def register_samples(self, *args: Any, **kwargs: Any) -> None:
+        """:meth:`tdlog.recorder.Recorder.register_samples`, now or (its arguments checked then) when the run
+        opens at the first batch."""
+        if self.recorder is not None:
+            self.recorder.register_samples(*args, **kwargs)
+        else:
+            self._registrations.append((args, kwargs))
 
     def log(self, sample_ids: Any, logits: torch.Tensor, labels: torch.Tensor, *, epoch: int, split: str = "train",
             batch_loss: torch.Tensor | None = None, num_items_in_batch: Any = None) -> None:
@@ -76,13 +88,16 @@ class OutputRecorder:
 
     def log_token_log_probs(self, sample_ids: Any, log_probs: torch.Tensor, mask: torch.Tensor, *,
                             correct: torch.Tensor | None, epoch: int, split: str = "train",
-                            batch_loss: torch.Tensor | None = None, num_items_in_batch: Any = None) -> None:
-        """Log a batch of target-token log-probabilities (a fused LM head computed no logits); the run opens
-        with ``num_classes`` = the model's vocabulary (its output embeddings)."""
+                            batch_loss: torch.Tensor | None = None, num_items_in_batch: Any = None,
+                            **token_logits: torch.Tensor) -> None:
+        """Log a batch of target-token log-probabilities (a fused LM head computed no logits; ``token_logits``:
+        ``target_logits`` and ``other_logits``, see :meth:`~tdlog.recorder.Recorder.log_token_log_probs`); the
+        run opens with ``num_classes`` = the model's vocabulary (its output embeddings)."""
         if self.recorder is None:
             self._open(self.vocabulary)
         self.recorder.log_token_log_probs(sample_ids, log_probs, mask, correct=correct, epoch=epoch, split=split,
-                                          batch_loss=batch_loss, num_items_in_batch=num_items_in_batch)
+                                          batch_loss=batch_loss, num_items_in_batch=num_items_in_batch,
+                                          **token_logits)
 
     def set_cause(self, cause: str | None) -> None:
         """Name what could explain a loss mismatch (label smoothing, a custom loss) in its report."""
