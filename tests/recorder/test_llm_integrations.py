@@ -106,6 +106,24 @@ def own_losses(trainer, id_column: str = "sample_id") -> dict:
     return losses
 
 
+def own_margins(trainer, id_column: str = "sample_id") -> dict:
+    """``{id: the token-mean margin z_y - max_{j != y} z_j of the model's own logits on that example alone}``
+    (a causal LM: token t scored against label t + 1)."""
+    dataset = trainer._remove_unused_columns(trainer.train_dataset)
+    margins = {}
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            batch = trainer.data_collator([dataset[index]])
+            ids = batch.pop(id_column)
+            labels = batch.pop("labels")[:, 1:]
+            logits = trainer.model(**batch).logits[:, :-1].float()
+            mask = labels != -100
+            target = logits.gather(2, labels.clamp(min=0)[..., None]).squeeze(2)
+            other = logits.scatter(2, labels.clamp(min=0)[..., None], float("-inf")).amax(2)
+            margins[int(ids[0])] = float(((target - other) * mask).sum() / mask.sum())
+    return margins
+
+
 def assert_rows_are_own_losses(run_dir: Path, own: dict, epochs: int = EPOCHS) -> None:
     """Every example once per epoch, each row's loss its own loss alone, and the run's loss check passed."""
     with analytics.open_run(run_dir) as run:
@@ -169,11 +187,18 @@ def test_trl_sft_trainer_with_lora(tmp_path, kind) -> None:
                              peft_config=lora())
     own = run_trainer(trainer, tmp_path / "run")
     assert_rows_are_own_losses(tmp_path / "run", own)
+    margins = own_margins(trainer)
     with analytics.open_run(tmp_path / "run") as run:
         tokens = dict(run.sql("SELECT sample_id, any_value(tokens) AS t FROM records GROUP BY sample_id").rows())
-        fused = run.sql("SELECT count(*) FILTER (WHERE isnan(margin) AND isfinite(loss) AND isfinite(prob) "
+        fused = run.sql("SELECT count(*) FILTER (WHERE isnan(el2n) AND isfinite(loss) AND isfinite(prob) "
                         "AND correct BETWEEN 0 AND 1) AS n FROM records")["n"][0]
-        assert fused == EPOCHS * EXAMPLES and run.info()["nonfinite_rows"] == 0  # no logits: no margin, no alarm
+        assert fused == EPOCHS * EXAMPLES and run.info()["nonfinite_rows"] == 0  # no logits: no EL2N, no alarm
+        recorded = run.sql("SELECT sample_id, margin FROM records ORDER BY epoch, sample_id")
+    expected = np.array([margins[i] for i in recorded["sample_id"].to_list()])
+    # alone vs in a padded batch of 4 the logits differ by up to 3e-4 (measured; the loss, a log-softmax, hides
+    # a shift that the margin, a difference of two logits, does not); a wrong token or shift moves it by 1e-2+
+    np.testing.assert_allclose(recorded["margin"].to_numpy(), expected, rtol=0, atol=1e-3)
+    assert np.abs(expected).min() > 1e-2
     prepared = trainer.train_dataset
     for row in prepared:  # the tokens each row scored: the labels TRL built, shifted
         scored = sum(label != -100 for label in row["labels"][1:])
