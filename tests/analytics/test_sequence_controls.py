@@ -6,6 +6,7 @@ wrong."""
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -78,3 +79,17 @@ def test_the_controls_choose_the_window_and_set_the_cutoff(sequence_run) -> None
     assert "completion" in scores.columns
     every_epoch = window.criterion["separation"][-1]  # memorised completions wash the controls' signal out
     assert window.separation > every_epoch
+
+
+def test_dropping_the_flagged_examples_in_one_line() -> None:
+    from tdlog.analytics.cleaning import drop_flagged
+
+    from ..recorder.test_controls import N, prompt_completion, tokens
+
+    scores = pl.DataFrame({"sample_id": list(range(N)), "flagged": [i % 7 == 0 for i in range(N)]})
+    cleaned = drop_flagged(prompt_completion(), scores)
+    assert cleaned["sample_id"] == [i for i in range(N) if i % 7] and cleaned.column_names == ["sample_id", "prompt",
+                                                                                                "completion"]
+    assert [row["sample_id"] for row in drop_flagged(tokens(), [0, 1, 2])] == list(range(3, N))
+    with pytest.raises(ValueError, match="id_column: the dataset has no 'id' column"):
+        drop_flagged(prompt_completion(), [1], id_column="id")

@@ -90,3 +90,4 @@ def test_registered_controls_are_the_runs_threshold_samples(tmp_path) -> None:
     assert set(table["label"].to_pylist()) == {-1}
     assert table["prompt"][0].as_py() == "user: spell 0"
     assert table["completion"][1].as_py() == planted[1]["messages"][-1]["content"]
+
