@@ -31,6 +31,38 @@ if TYPE_CHECKING:
 MAX_POINTS = 50_000  # samples drawn; the page stays responsive and under 25 MB at a million samples
 FLAG_COLOURS = {True: "#d62728", False: "#1f77b4"}
 TABLE_COLUMNS = ("sample_id", "label", "predicted", "aum", "aul", "p_mislabeled")
+FLOAT_COLUMNS = ("aum", "aul", "p_mislabeled", "confidence", "variability", "correctness")
+TEXT_SHOWN = 240  # characters of an example's text in a tooltip or a table cell
+
+
+def example_text(frame: pl.DataFrame, text_column: str | None = None) -> pl.Series | None:
+    """Each example's text for people to read, shortened to ``TEXT_SHOWN`` characters: ``text_column``, or
+    ``prompt`` and ``completion`` (``prompt → completion``), or ``text``; None when the samples have none."""
+    if text_column is not None:
+        if text_column not in frame.columns:
+            raise ValueError(f"text_column: the samples table has no {text_column!r} column "
+                             f"(columns: {frame.columns})")
+        text = pl.col(text_column).cast(pl.String)
+    elif {"prompt", "completion"} <= set(frame.columns):
+        text = pl.concat_str(pl.col("prompt").cast(pl.String), pl.lit(" → "), pl.col("completion").cast(pl.String))
+    elif "text" in frame.columns:
+        text = pl.col("text").cast(pl.String)
+    else:
+        return None
+    shortened = frame.select(text.fill_null("").alias("text"))["text"]
+    return shortened.map_elements(lambda t: t if len(t) <= TEXT_SHOWN else t[:TEXT_SHOWN - 1] + "…",
+                                  return_dtype=pl.String)
+
+
+def table_column(name: str, **options):
+    """A Bokeh table column: scores to three decimals, text wrapped."""
+    from bokeh.models import NumberFormatter, StringFormatter, TableColumn
+
+    if name in FLOAT_COLUMNS:
+        return TableColumn(field=name, title=name, formatter=NumberFormatter(format="0.000"), **options)
+    if name in ("text", "prompt", "completion"):
+        return TableColumn(field=name, title=name, formatter=StringFormatter(), width=420, **options)
+    return TableColumn(field=name, title=name, **options)
 
 SELECT_RANGE = """
 const {x0, x1} = cb_obj.geometry;
@@ -49,12 +81,16 @@ const picked = source.selected.indices;
 const data = {};
 for (const name of Object.keys(table.data)) data[name] = picked.map((i) => source.data[name][i]);
 table.data = data;
+widget.visible = picked.length > 0;
 count.text = `${picked.length} selected sample(s)`;
 """
 
 DOWNLOAD_CSV = """
-const ids = source.selected.indices.map((i) => source.data["sample_id"][i]);
-const blob = new Blob(["sample_id\\n" + ids.join("\\n") + (ids.length ? "\\n" : "")], {type: "text/csv"});
+const names = "text" in source.data ? ["sample_id", "text"] : ["sample_id"];
+const quote = (v) => { const s = String(v); return /[",\\n]/.test(s) ? '"' + s.replaceAll('"', '""') + '"' : s; };
+const lines = source.selected.indices.map((i) => names.map((n) => quote(source.data[n][i])).join(","));
+const blob = new Blob([names.join(",") + "\\n" + lines.join("\\n") + (lines.length ? "\\n" : "")],
+                      {type: "text/csv"});
 const link = document.createElement("a");
 link.href = URL.createObjectURL(blob);
 link.download = "selected_sample_ids.csv";
@@ -108,9 +144,11 @@ def _thumbnail(pixels) -> str:
 
 def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = "train", max_points: int = MAX_POINTS,
                              gallery_size: int = 32, title: str | None = None,
-                             extra_sections: dict[str, str] | None = None) -> Path:
+                             extra_sections: dict[str, str] | None = None, text_column: str | None = None) -> Path:
     """Write the run's interactive report to ``path`` (see the module docstring); ``extra_sections`` adds
-    ``{heading: html}`` at the top. Returns the path."""
+    ``{heading: html}`` at the top; ``text_column``: the samples column holding each example's text (default:
+    ``prompt`` and ``completion``, or ``text``, when the samples table has them), shown on hover, in the
+    selection table (and its CSV) and in the gallery. Returns the path."""
     from bokeh.embed import file_html
     from bokeh.layouts import column, row
     from bokeh.models import (
@@ -128,7 +166,6 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
         RadioButtonGroup,
         Select,
         Span,
-        TableColumn,
     )
     from bokeh.palettes import RdYlBu11
     from bokeh.plotting import figure
@@ -156,6 +193,10 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
     if "image" in shown.columns:
         data["thumbnail"] = np.array([_thumbnail(pixels) for pixels in shown["image"].to_list()])
         tooltip = '<div style="display:flex;gap:6px"><img src="@thumbnail" width="48" height="48">' + tooltip + "</div>"
+    text = example_text(shown, text_column)
+    if text is not None:
+        data["text"] = np.array(text.to_list(), dtype=object)
+        tooltip = tooltip.replace("</div>", '<div style="max-width:380px;white-space:pre-wrap">@text</div></div>', 1)
     source = ColumnDataSource(data, name="samples")
     view = CDSView(filter=BooleanFilter(booleans=[True] * shown.height))
 
@@ -222,12 +263,13 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
     if "mapd_suite" in scores.columns:
         plots.extend(_mapd_plots(run, scores, split, figure))
 
-    table_source = ColumnDataSource({name: [] for name in TABLE_COLUMNS}, name="selection")
+    listed = (*TABLE_COLUMNS, "text") if text is not None else TABLE_COLUMNS
+    table_source = ColumnDataSource({name: [] for name in listed}, name="selection")
     count = Div(text="0 selected sample(s)", name="selection_count")
-    source.selected.js_on_change("indices", CustomJS(args={"source": source, "table": table_source, "count": count},
-                                                     code=SHOW_SELECTION))
-    table = DataTable(source=table_source, columns=[TableColumn(field=c, title=c) for c in TABLE_COLUMNS],
-                      width=900, height=260, name="selection_table")
+    table = DataTable(source=table_source, columns=[table_column(c) for c in listed], width=1100, height=260,
+                      name="selection_table", visible=False)  # shown once something is selected
+    source.selected.js_on_change("indices", CustomJS(args={"source": source, "table": table_source, "count": count,
+                                                           "widget": table}, code=SHOW_SELECTION))
     download = Button(label="Save the selected ids as CSV", name="download")
     download.js_on_click(CustomJS(args={"source": source}, code=DOWNLOAD_CSV))
     classes = ["all", *map(str, sorted(real["label"].drop_nulls().unique().to_list()))]
@@ -242,7 +284,7 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
 
     order, descending, _ = suspicion_order(scores)
     suspicious = real.sort([order, pl.col("sample_id")], descending=[descending, False]).head(gallery_size)
-    top = _suspicious_table(suspicious)
+    top = _suspicious_table(suspicious, text_column)
     heading = html.escape(title or f"tdlog report: {run.location}")
     rates = ", ".join(f"{name} {value:.3f}" for name, value in estimates.items())
     intro = (f"<h1>{heading}</h1><p>{html.escape(drawn_note)} Flag: {flag_column or 'none'}; noise-rate estimates: "
@@ -290,14 +332,23 @@ def _mapd_plots(run: Run, scores: pl.DataFrame, split: str, figure) -> list:
     return [lines, heat]
 
 
-def _suspicious_table(rows: pl.DataFrame):
-    """The most suspicious samples, with their images when the samples table has them."""
+def _suspicious_table(rows: pl.DataFrame, text_column: str | None = None):
+    """The most suspicious samples, with their images or their text (the flagged completion beside its
+    prompt) when the samples table has them."""
     from bokeh.models import ColumnDataSource, DataTable, HTMLTemplateFormatter, TableColumn
 
     columns = [c for c in ("sample_id", "label", "predicted", "true_label", "aum", "aul", "p_mislabeled")
                if c in rows.columns]
     data = {c: rows[c].to_numpy() for c in columns}
-    table_columns = [TableColumn(field=c, title=c) for c in columns]
+    table_columns = [table_column(c) for c in columns]
+    text = example_text(rows, text_column)
+    if text is not None:
+        for name in (("prompt", "completion") if text_column is None and "completion" in rows.columns else ()):
+            data[name] = example_text(rows, name).to_list()
+            table_columns.append(table_column(name))
+        if text_column is not None or "completion" not in rows.columns:
+            data["text"] = text.to_list()
+            table_columns.append(table_column("text"))
     if "image" in rows.columns:
         data["thumbnail"] = [_thumbnail(pixels) for pixels in rows["image"].to_list()]
         table_columns.insert(0, TableColumn(field="thumbnail", title="image", width=60, formatter=HTMLTemplateFormatter(

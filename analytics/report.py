@@ -190,16 +190,17 @@ def _image_files(rows: pl.DataFrame) -> str:
 
 def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gallery_size: int = 32,
                  title: str | None = None, extra_sections: dict[str, str] | None = None, static: bool = False,
-                 max_points: int | None = None) -> Path:
+                 max_points: int | None = None, text_column: str | None = None) -> Path:
     """Write the run's report to ``path``, one self-contained HTML file. By default the interactive page of
     :func:`tdlog.analytics.interactive.write_interactive_report` (at most ``max_points`` samples drawn, default
     ``MAX_POINTS``); ``static=True``: plots as embedded PNG images, for e-mail and papers. ``extra_sections``
-    adds ``{heading: html}`` sections at the top (the demo puts its evaluation tables there)."""
+    adds ``{heading: html}`` sections at the top (the demo puts its evaluation tables there); ``text_column``:
+    the interactive page's example text (see :func:`~tdlog.analytics.interactive.write_interactive_report`)."""
     if not static:
         from .interactive import MAX_POINTS, write_interactive_report
 
         return write_interactive_report(run, path, split=split, gallery_size=gallery_size, title=title,
-                                        extra_sections=extra_sections,
+                                        extra_sections=extra_sections, text_column=text_column,
                                         max_points=MAX_POINTS if max_points is None else max_points)
     scores = run.scores(split=split)
     sections = dict(extra_sections or {})

@@ -203,3 +203,63 @@ def test_million_sample_report_stays_small_and_responsive(browser, tmp_path) -> 
     assert report.page.get_by_text(f"{drawn:,} of 900,000 samples are drawn").count() == 1
     check_page(report, expected_plots=5, shot="report-million.png")
     print(f"1M-sample report: {size_mb:.1f} MiB, loaded in {report.load_seconds:.1f} s")
+
+
+@pytest.fixture(scope="module")
+def text_report(tmp_path_factory) -> Path:
+    """A sequence run (token statistics, control examples) whose samples carry prompt and completion."""
+    path = tmp_path_factory.mktemp("text") / "run"
+    rng = np.random.default_rng(0)
+    count, tokens = 200, 6
+    controls = np.arange(count) % 10 == 0
+    wrong = np.arange(count) % 10 == 5
+    with Recorder(path, num_classes=40) as rec:
+        rec.register_samples(np.arange(count), controls=controls,
+                             prompt=[f"what follows w{i}?" for i in range(count)],
+                             completion=[f" w{i + (7 if bad else 1)}, \"quoted\"" for i, bad in enumerate(wrong)])
+        for epoch in range(6):
+            margins = rng.normal(0.8 * epoch - 1.0, 1.0, size=(count, tokens))
+            margins[controls | wrong] = rng.normal(-2.0, 1.0, size=(int((controls | wrong).sum()), tokens))
+            mask = torch.ones(count, tokens, dtype=torch.bool)
+            log_probs = torch.as_tensor(-np.logaddexp(0, -margins), dtype=torch.float32)
+            rec.log_token_log_probs(torch.arange(count), log_probs, mask, epoch=epoch,
+                                    target_logits=torch.as_tensor(margins + 1.0, dtype=torch.float32),
+                                    other_logits=torch.ones(count, tokens))
+    with analytics.open_run(path) as run:
+        return write_report(run, path.parent / "report.html")
+
+
+def test_text_report_shows_and_exports_each_examples_text(browser, text_report) -> None:
+    report = Page(browser, text_report)
+    page = report.page
+    assert page.evaluate("() => Bokeh.documents[0].get_model_by_name('selection_table').visible") is False
+    point = page.evaluate("""() => {
+      const s = Bokeh.documents[0].get_model_by_name("samples");
+      const view = Bokeh.index.get_one(Bokeh.documents[0].get_model_by_name("data_map"));
+      view.canvas_view.el.scrollIntoView({block: "center"});
+      const rect = view.canvas_view.el.getBoundingClientRect();
+      const i = Math.floor(s.data.sample_id.length / 3);
+      return {id: String(s.data.sample_id[i]), x: rect.left + view.frame.x_scale.compute(s.data.variability[i]),
+              y: rect.top + view.frame.y_scale.compute(s.data.confidence[i])};
+    }""")
+    page.mouse.move(point["x"], point["y"])
+    hovered = re.compile(rf"^what follows w{point['id']}\? → +w\d+")
+    page.get_by_text(hovered).first.wait_for(state="visible", timeout=5000)
+    page.mouse.move(5, 5)
+    # the gallery: the flagged completions beside their prompts, scores to three decimals
+    gallery = page.evaluate("() => Bokeh.documents[0].get_model_by_name('suspicious').source.data")
+    flagged_wrong = [c for i, c in zip(gallery["sample_id"], gallery["completion"], strict=True) if i % 10 == 5]
+    assert flagged_wrong and all(re.fullmatch(r' w\d+, "quoted"', c) for c in flagged_wrong)
+    page.get_by_text(flagged_wrong[0]).first.wait_for(state="visible", timeout=5000)
+    assert page.get_by_text(re.compile(r"^-?\d+\.\d{3}$")).count() > 10
+    assert page.get_by_text(re.compile(r"\d\.\d{6,}")).count() == 0
+    # select: the table appears with the text; the CSV holds ids and text, quoted
+    report.drag("data_map", (0.0, 0.0), (1.0, 1.0))
+    assert page.evaluate("() => Bokeh.documents[0].get_model_by_name('selection_table').visible") is True
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Save the selected ids as CSV").click()
+    exported = pl.read_csv(download.value.path())
+    assert exported.columns == ["sample_id", "text"] and exported.height == len(page.evaluate(SELECTED))
+    first = exported.row(0, named=True)
+    assert first["text"].startswith(f"what follows w{first['sample_id']}? → ") and first["text"].endswith('"quoted"')
+    assert report.errors == []
