@@ -1,0 +1,42 @@
+"""``tdlog demo --task sft`` in a small configuration: a tiny causal LM fine-tuned with TRL's SFTTrainer on
+corrupted instruction data with control examples; the controls' AUM finds the corrupted completions."""
+
+from __future__ import annotations
+
+import pytest
+
+from tdlog.demo.cli import main
+from tdlog.demo.sft import SFTDemoConfig, make_examples, run_sft_demo
+
+
+@pytest.mark.parametrize("corruption", ["random", "off-by-one"])
+def test_the_controls_find_the_corrupted_completions(tmp_path, corruption) -> None:
+    config = SFTDemoConfig(noise_rate=0.2, corruption=corruption, examples=240, epochs=6, seed=1, retrain=False)
+    result = run_sft_demo(tmp_path, config)
+    f1 = dict(zip(result.detection["method"], result.detection["f1"], strict=True))
+    assert f1["AUM below the controls' cutoff"] >= 0.8
+    rates = dict(zip(result.noise_rates["estimate"], result.noise_rates["noise_rate"], strict=True))
+    assert abs(rates["threshold estimate"] - rates["true"]) <= 0.05
+    assert result.window is not None and result.report.exists()
+    assert '"completion"' in result.report.read_text()  # the examples' text travels with the page
+
+
+def test_the_corruptions_are_what_they_say() -> None:
+    config = SFTDemoConfig(noise_rate=0.25, corruption="off-by-one", examples=100, heldout=10)
+    table, heldout, answers = make_examples(config)
+    bad = table.filter(table["corrupted"])
+    assert bad.height == 25 and len(heldout) == len(answers) == 10
+    assert (answers == (heldout + 1) % 32).all()
+    for row in bad.iter_rows(named=True):
+        words = [int(w[1:]) for w in row["prompt"].split()]
+        assert row["completion"] == " " + " ".join(f"w{(w + 2) % 32}" for w in words)
+        assert row["true_completion"] == " " + " ".join(f"w{(w + 1) % 32}" for w in words)
+    shuffled = make_examples(SFTDemoConfig(noise_rate=0.25, corruption="random", examples=100, heldout=10))[0]
+    wrong = shuffled.filter(shuffled["corrupted"])
+    assert wrong.height == 25 and (wrong["completion"] != wrong["true_completion"]).all()
+
+
+def test_bad_demo_options_are_one_line_errors(capsys) -> None:
+    assert main(["--task", "sft", "--epochs", "0"]) == 1
+    assert capsys.readouterr().err == "tdlog demo: error: --epochs: expected a positive number, got 0\n"
+    assert main(["--task", "sft", "--noise-rate", "0.95"]) == 1
