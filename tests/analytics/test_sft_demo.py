@@ -11,7 +11,7 @@ from tdlog.demo.sft import SFTDemoConfig, make_examples, run_sft_demo
 
 @pytest.mark.parametrize("corruption", ["random", "off-by-one"])
 def test_the_controls_find_the_corrupted_completions(tmp_path, corruption) -> None:
-    config = SFTDemoConfig(noise_rate=0.2, corruption=corruption, examples=240, epochs=6, seed=1, retrain=False)
+    config = SFTDemoConfig(noise_rate=0.2, corruption=corruption, seed=1, retrain=False)  # the defaults otherwise
     result = run_sft_demo(tmp_path, config)
     f1 = dict(zip(result.detection["method"], result.detection["f1"], strict=True))
     assert f1["AUM below the controls' cutoff"] >= 0.8
