@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sft_detection.json"))
     args = parser.parse_args()
     rows = []
-    print(f"{'corruption':<11}{'rate':>5}{'seed':>5}{'window':>8}{'AUM F1':>8}{'AUL F1':>8}{'loss F1':>8}"
+    print(f"{'corruption':<11}{'rate':>5}{'seed':>5}{'windows':>10}{'AUM F1':>8}{'AUL F1':>8}{'loss F1':>8}"
           f"{'true':>7}{'thr est':>8}{'gmm est':>8}{'EM full':>8}{'cleaned':>8}{'clean':>7}{'s':>6}")
     for corruption in CORRUPTIONS:
         for rate in args.rates:
@@ -55,16 +55,16 @@ def main() -> None:
                 rates = dict(zip(result.noise_rates["estimate"], result.noise_rates["noise_rate"], strict=True))
                 accuracy = dict(zip(result.retraining["training"], result.retraining["exact_match"], strict=True))
                 row = {"corruption": corruption, "rate": rate, "seed": seed,
-                       "window": None if result.window is None else [result.window.start, result.window.stop],
+                       "windows": [None if w is None else [w.start, w.stop] for w in result.windows],
                        "aum_f1": f1["AUM"], "aul_f1": f1["AUL"], "loss_f1": f1["final-epoch"],
                        "true_rate": rates["true"], "threshold_estimate": rates.get("threshold estimate"),
                        "gmm_estimate": rates.get("gmm estimate"),
                        "exact_match": accuracy, "seconds": time.perf_counter() - start}
                 rows.append(row)
-                window = "all" if row["window"] is None else f"{row['window'][0]}:{row['window'][1]}"
+                window = "/".join("all" if w is None else f"{w[0]}:{w[1]}" for w in row["windows"])
                 em = [accuracy.get(k, float("nan")) for k in ("full data", "cleaned (AUM flags dropped)",
                                                                 "truly clean")]
-                print(f"{corruption:<11}{rate:>5}{seed:>5}{window:>8}{row['aum_f1']:>8.3f}{row['aul_f1']:>8.3f}"
+                print(f"{corruption:<11}{rate:>5}{seed:>5}{window:>10}{row['aum_f1']:>8.3f}{row['aul_f1']:>8.3f}"
                       f"{row['loss_f1']:>8.3f}{row['true_rate']:>7.3f}{row['threshold_estimate']:>8.3f}"
                       f"{row['gmm_estimate']:>8.3f}{em[0]:>8.3f}{em[1]:>8.3f}{em[2]:>7.3f}{row['seconds']:>6.0f}",
                       flush=True)

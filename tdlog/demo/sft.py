@@ -7,13 +7,15 @@ downloaded.
    ``off-by-one`` (a systematic slip: each word moved two on instead of one).
 2. Control examples planted (:mod:`tdlog.recorder.controls`: 10 % of the examples get another example's
    completion), fine-tuned with TRL's ``SFTTrainer`` (LoRA with ``lora=True``), every step recorded by
-   ``attach`` (loss, token accuracy, token-mean margin).
+   ``attach`` (loss, token accuracy, token-mean margin); twice by default, with disjoint controls, so that
+   every example is scored (``open_runs``: each run on the window its controls choose).
 3. Detection against the injected truth, over the real examples: AUM below the controls' cutoff on the
    window they choose (``epochs="auto"``), AUL with its two-component mixture, and the ranking a peer would
    use, the final-epoch loss (its ``k`` most suspicious, ``k`` the true count: generous to it); the noise-rate
    estimates.
 4. Retraining without recording on the full (corrupted) data, on the cleaned data (AUM flags dropped) and on
-   the truly clean data; exact-match accuracy (all four words) on held-out prompts.
+   the truly clean data; exact-match accuracy (all four words) on 500 held-out prompts, the mean of two
+   trainings with different initialisations and orders (one training varies by about ±0.1).
 5. ``report.html`` with each example's text.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,19 +41,21 @@ class SFTDemoConfig:
     noise_rate: float = 0.1
     corruption: str = "random"
     examples: int = 400
-    heldout: int = 200
+    heldout: int = 500
     epochs: int = 8
     seed: int = 0
     control_share: float = 0.1
+    control_passes: int = 2
     lora: bool = False
     retrain: bool = True
+    retrain_seeds: int = 2  # each retraining's exact match is the mean over this many initialisations and orders
 
 
 @dataclass
 class SFTDemoResult:
-    run_dir: Path
+    run_dirs: list[Path]  # one run per control pass: DIR/run, DIR/run-pass1
     report: Path | None
-    window: range | None
+    windows: list[range | None]  # each run's epoch window (None: every epoch)
     detection: pl.DataFrame  # method, precision, recall, f1, flagged
     noise_rates: pl.DataFrame  # estimate, noise_rate (the true one first)
     retraining: pl.DataFrame  # training, examples, exact_match
@@ -151,7 +155,7 @@ def exact_match(trainer, prompts: np.ndarray, answers: np.ndarray) -> float:
 
 def run_sft_demo(out_dir: str | Path, config: SFTDemoConfig, *, report: bool = True) -> SFTDemoResult:
     """The whole demo (see the module); prints its tables and returns them."""
-    from tdlog.analytics import open_run
+    from tdlog.analytics import open_run, open_runs
     from tdlog.analytics.cleaning import drop_flagged
     from tdlog.analytics.evaluate import detection_metrics
     from tdlog.analytics.report import write_report
@@ -161,22 +165,25 @@ def run_sft_demo(out_dir: str | Path, config: SFTDemoConfig, *, report: bool = T
     out_dir = Path(out_dir)
     examples, heldout, heldout_answers = make_examples(config)
     rows = examples.select("sample_id", "prompt", "completion").to_dicts()
-    planted = plant_controls(rows, share=config.control_share, seed=config.seed)
-    run_dir = out_dir / "run"
+    run_dirs = [out_dir / ("run" if index == 0 else f"run-pass{index}") for index in range(config.control_passes)]
     scratch = Path(tempfile.mkdtemp(prefix="tdlog-sft-demo-"))
     try:
-        fine_tune(planted, config, scratch / "recorded", run_dir)
-        with open_run(run_dir) as run:
-            window = run.epoch_window()
-            scores = run.scores()
-            final = run.epochs()[-1]
-            last_loss = run.sql("SELECT sample_id, avg(loss) AS loss FROM records WHERE epoch = $e GROUP BY ALL",
-                                {"e": final})
-            report_path = write_report(run, out_dir / "report.html") if report else None
-        controls = {row["sample_id"] for row in planted if row["is_control"]}
-        real = examples.filter(~pl.col("sample_id").is_in(list(controls)))
-        table = real.join(scores.drop("prompt", "completion", strict=False), on="sample_id", how="left").join(
-            last_loss, on="sample_id", how="left")
+        for index, run_dir in enumerate(run_dirs):
+            planted = plant_controls(rows, share=config.control_share, seed=config.seed, pass_index=index)
+            fine_tune(planted, config, scratch / f"recorded-{index}", run_dir)
+        with open_runs(run_dirs) as runs:
+            windows = runs.epoch_windows()
+            scores = runs.scores()  # each example over the passes where it was not a control
+            final = runs.sql("SELECT r.sample_id, avg(r.loss) AS loss FROM records r JOIN samples s "
+                             "ON r.run = s.run AND r.sample_id = s.sample_id WHERE NOT s.is_threshold "
+                             "AND r.epoch = (SELECT max(epoch) FROM records) GROUP BY ALL")
+        if report:
+            with open_run(run_dirs[0]) as run:
+                report_path = write_report(run, out_dir / "report.html")
+        else:
+            report_path = None
+        table = examples.join(scores.drop("prompt", "completion", strict=False), on="sample_id", how="inner").join(
+            final, on="sample_id", how="left")
         truth = table["corrupted"].to_numpy()
         k = int(truth.sum())
         loss_rank = np.zeros(len(table), dtype=bool)
@@ -193,20 +200,24 @@ def run_sft_demo(out_dir: str | Path, config: SFTDemoConfig, *, report: bool = T
         retraining = pl.DataFrame(schema={"training": pl.String, "examples": pl.Int64, "exact_match": pl.Float64})
         if config.retrain:
             original = examples.select("sample_id", "prompt", "completion").to_dicts()
-            trainings = {"full data": original, "cleaned (AUM flags dropped)": drop_flagged(original, scores.filter(
-                ~pl.col("sample_id").is_in(list(controls))), flag="aum_flagged"),
+            trainings = {"full data": original,
+                         "cleaned (AUM flags dropped)": drop_flagged(original, scores, flag="aum_flagged"),
                 "truly clean": [row for row, bad in zip(original, examples["corrupted"], strict=True) if not bad]}
             results = []
             for index, (name, data) in enumerate(trainings.items()):
-                trained = fine_tune(data, config, scratch / f"retrain-{index}")
-                results.append((name, len(data), exact_match(trained, heldout, heldout_answers)))
+                accuracies = [exact_match(fine_tune(data, replace(config, seed=config.seed + 1000 * repeat),
+                                                    scratch / f"retrain-{index}-{repeat}"), heldout, heldout_answers)
+                              for repeat in range(config.retrain_seeds)]
+                results.append((name, len(data), float(np.mean(accuracies))))
             retraining = pl.DataFrame(results, schema=retraining.schema, orient="row")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     with pl.Config(tbl_rows=20, tbl_cols=-1, tbl_width_chars=160, float_precision=3):
-        print(f"epoch window chosen by the controls: {window.epochs if window else 'every epoch'}")
+        print(windows.select("run", "epoch_from", "epoch_to", "chosen_by"))
         print(detection)
         print(rates)
         if config.retrain:
             print(retraining)
-    return SFTDemoResult(run_dir, report_path, window.epochs if window else None, detection, rates, retraining)
+    chosen = [None if row["chosen_by"] != "threshold samples" else range(row["epoch_from"], row["epoch_to"])
+              for row in windows.iter_rows(named=True)]
+    return SFTDemoResult(run_dirs, report_path, chosen, detection, rates, retraining)

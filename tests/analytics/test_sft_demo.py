@@ -17,7 +17,7 @@ def test_the_controls_find_the_corrupted_completions(tmp_path, corruption) -> No
     assert f1["AUM below the controls' cutoff"] >= 0.8
     rates = dict(zip(result.noise_rates["estimate"], result.noise_rates["noise_rate"], strict=True))
     assert abs(rates["threshold estimate"] - rates["true"]) <= 0.05
-    assert result.window is not None and result.report.exists()
+    assert len(result.windows) == 2 and all(w is not None for w in result.windows) and result.report.exists()
     assert '"completion"' in result.report.read_text()  # the examples' text travels with the page
 
 
