@@ -9,7 +9,8 @@ import polars as pl
 
 from . import queries
 from .epochs import epoch_bounds
-from .mapd import mapd, mapd_epochs, probe_suites
+from .mapd import mapd, mapd_epochs
+from .probes import probe_suites
 
 if TYPE_CHECKING:
     from .engine import Engine

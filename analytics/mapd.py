@@ -15,35 +15,19 @@ twice in an epoch is read again the exact way. Other ids (text, sparse) stream s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from . import queries
 from .epochs import epoch_bounds, recorded_epochs
+from .probes import ProbeIndex, forward_fill, reference_probes
 
 if TYPE_CHECKING:
     import duckdb
 
     from .engine import Engine
-
-
-def forward_fill(matrix: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
-    """Fill NaN entries of each row from the left (then leading NaN from the first value), in place;
-    ``missing``: ``np.isnan(matrix)`` when the caller has it."""
-    missing = np.isnan(matrix) if missing is None else missing
-    if not missing.any():
-        return matrix
-    columns = np.where(~missing, np.arange(matrix.shape[1]), 0)
-    np.maximum.accumulate(columns, axis=1, out=columns)
-    filled = matrix[np.arange(matrix.shape[0])[:, None], columns]
-    first = np.argmax(~np.isnan(filled), axis=1)
-    leading = np.isnan(filled)
-    filled[leading] = np.broadcast_to(filled[np.arange(len(filled)), first][:, None], filled.shape)[leading]
-    matrix[:] = filled
-    return matrix
 
 
 BLOCK_VALUES = 1 << 27  # trajectory values (samples x epochs) held at a time by default: 512 MiB of float32
@@ -170,49 +154,6 @@ def _to_matrix(ids: np.ndarray, epochs: np.ndarray, losses: np.ndarray,
     return pl.Series("sample_id", ids[new_sample]), forward_fill(means.reshape(-1, width))
 
 
-@dataclass
-class ProbeIndex:
-    """Exact L2 index over the reference probes' trajectories, on the GPU when FAISS and a GPU allow."""
-
-    suites: list[str]
-    suite_of_neighbour: np.ndarray
-    index: Any  # faiss.Index
-    device: str
-
-    @classmethod
-    def build(cls, trajectories: np.ndarray, suites: np.ndarray, *, device: str = "auto") -> ProbeIndex:
-        import faiss
-
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
-        names = sorted(set(suites.tolist()))
-        index = faiss.IndexFlatL2(trajectories.shape[1])
-        gpu = gpu_available()
-        if device == "cuda" and not gpu:
-            raise ValueError("device: 'cuda' asked for, but FAISS has no GPU support or sees no GPU "
-                             "(install faiss-gpu-cu12, see the README)")
-        used = "cpu"
-        if gpu and device != "cpu":
-            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-            used = "cuda"
-        index.add(np.ascontiguousarray(trajectories, dtype=np.float32))
-        return cls(names, np.searchsorted(names, suites), index, used)
-
-    def vote(self, trajectories: np.ndarray, k: int) -> np.ndarray:
-        """``[n, len(suites)]`` share of each suite among the ``k`` nearest probes of every row."""
-        _, neighbours = self.index.search(np.ascontiguousarray(trajectories, dtype=np.float32), k)
-        suites = len(self.suites)
-        cells = self.suite_of_neighbour[neighbours] + suites * np.arange(len(neighbours))[:, None]
-        return np.bincount(cells.ravel(), minlength=len(neighbours) * suites).reshape(-1, suites) / k
-
-
-def gpu_available() -> bool:
-    """FAISS was built with GPU support and sees at least one GPU."""
-    import faiss
-
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
 def mapd_epochs(engine: Engine, *, epochs: range | None, upto_epoch: int | None, split: str) -> list[int]:
     """The recorded epochs of ``split`` a MAP-D trajectory spans: those in ``epochs`` up to ``upto_epoch``."""
     lower, upper = epoch_bounds(epochs)
@@ -221,18 +162,6 @@ def mapd_epochs(engine: Engine, *, epochs: range | None, upto_epoch: int | None,
     if not epoch_list:
         raise ValueError(f"epochs: no recorded epochs of split {split!r} in the range asked for")
     return epoch_list
-
-
-def reference_probes(engine: Engine, suites: list[str] | None = None) -> pl.DataFrame:
-    """``sample_id, probe`` of the reference probes (of ``suites`` only, when given), by ``sample_id``."""
-    roles = engine.sql(queries.load("sample_roles"))
-    reference = roles.filter(pl.col("probe_role") == "reference").select("sample_id", "probe")
-    return reference if suites is None else reference.filter(pl.col("probe").is_in(suites))
-
-
-def probe_suites(engine: Engine) -> list[str]:
-    """Names of the suites that have reference probes, sorted."""
-    return sorted(reference_probes(engine)["probe"].unique().to_list())
 
 
 def mapd(

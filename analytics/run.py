@@ -24,7 +24,8 @@ from .epochs import early_end, epoch_bounds, recorded_epochs
 from .evaluate import evaluate_scores
 from .gmm import DEFAULT_FIT_SAMPLE, GMMResult, fit_gmm
 from .integrity import CheckedFiles
-from .mapd import BLOCK_VALUES, mapd, mapd_accuracy, mapd_epochs, probe_suites
+from .mapd import BLOCK_VALUES, mapd, mapd_accuracy, mapd_epochs
+from .probes import probe_suites
 from .scores import add_flags, real_samples, score_table
 from .store import RunSnapshot, RunStore, sync_run
 from .threshold import threshold_cutoff

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import queries
-from .mapd import forward_fill, reference_probes
+from .probes import forward_fill, reference_probes
 from .spark_engine import to_polars
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def mapd_frame(engine: SparkEngine, *, k: int, suites: list[str] | None, epoch_l
     schema = f"sample_id {id_type}, " + ", ".join(f"p_{name} DOUBLE" for name in names) + ", mapd_suite STRING"
 
     def search(batches):
-        from tdlog.analytics.mapd import ProbeIndex
+        from tdlog.analytics.probes import ProbeIndex
 
         index = ProbeIndex.build(probe_matrix, probe_suites, device=device)
         for batch in batches:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import tdlog.analytics as analytics
-from tdlog.analytics.mapd import ProbeIndex
+from tdlog.analytics.probes import ProbeIndex
 from tdlog.recorder import Recorder
 
 CLASSES, BATCH, K = 10, 65_536, 20

@@ -15,6 +15,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from tdlog.parsing import OneLineParser
+
 
 def _epoch_range(text: str) -> range:
     """``FROM:TO`` (TO exclusive) -> ``range(FROM, TO)``."""
@@ -45,14 +47,6 @@ def _param(text: str) -> tuple[str, object]:
         return name, json.loads(value)
     except json.JSONDecodeError:
         return name, value
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with the command line's error contract: one line on stderr, exit status 1."""
-
-    def error(self, message: str) -> None:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(1)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,13 +7,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tdlog.parsing import OneLineParser
+
 from .digits import NOISE_MODELS
 from .sft import CORRUPTIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tdlog.cli import OneLineParser
-
     parser = OneLineParser(
         prog="tdlog demo", description="end to end on data it makes: record, detect, compare, retrain, report; "
                                        "noisy digits (--task digits) or instruction fine-tuning (--task sft)")

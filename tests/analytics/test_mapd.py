@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tdlog.analytics as analytics
-from tdlog.analytics.mapd import forward_fill, gpu_available
+from tdlog.analytics.probes import forward_fill, gpu_available
 from tdlog.cli import main
 from tdlog.recorder import Recorder
 

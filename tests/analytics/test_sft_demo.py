@@ -11,12 +11,18 @@ from tdlog.demo.sft import SFTDemoConfig, make_examples, run_sft_demo
 
 @pytest.mark.parametrize("corruption", ["random", "off-by-one"])
 def test_the_controls_find_the_corrupted_completions(tmp_path, corruption) -> None:
+    """Random words: the controls' AUM cutoff finds them and counts them. A systematic slip (off-by-one) is
+    partly learned as a pattern, so its AUM sits above most controls': what the cutoff flags is right, but it
+    misses some, and the AUL mixture, which needs no controls, finds them all (benchmarks/sft_detection.py)."""
     config = SFTDemoConfig(noise_rate=0.2, corruption=corruption, seed=1, retrain=False)  # the defaults otherwise
     result = run_sft_demo(tmp_path, config)
-    f1 = dict(zip(result.detection["method"], result.detection["f1"], strict=True))
-    assert f1["AUM below the controls' cutoff"] >= 0.8
+    detection = {row["method"]: row for row in result.detection.iter_rows(named=True)}
+    aum, aul = detection["AUM below the controls' cutoff"], detection["AUL, two-component mixture"]
     rates = dict(zip(result.noise_rates["estimate"], result.noise_rates["noise_rate"], strict=True))
-    assert abs(rates["threshold estimate"] - rates["true"]) <= 0.05
+    if corruption == "random":
+        assert aum["f1"] >= 0.8 and abs(rates["threshold estimate"] - rates["true"]) <= 0.05
+    else:
+        assert aum["precision"] >= 0.9 and aul["f1"] >= 0.8 and abs(rates["gmm estimate"] - rates["true"]) <= 0.05
     assert len(result.windows) == 2 and all(w is not None for w in result.windows) and result.report.exists()
     assert '"completion"' in result.report.read_text()  # the examples' text travels with the page
 
