@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("always")  # every warning of this command, even one an earlier call raised
+            warnings.simplefilter("always", UserWarning)  # each of this command, even one an earlier call raised
             warnings.showwarning = note
             status = COMMANDS[args.command](args)
     except (OSError, ValueError, KeyError, NotImplementedError, duckdb.Error, *_spark_errors(args)) as exc:
