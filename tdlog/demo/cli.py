@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold-passes", type=int, choices=(1, 2), default=2,
                         help="runs with disjoint threshold samples, scored together (default 2: every sample scored)")
     parser.add_argument("--no-cleanlab", action="store_true", help="skip cleanlab's cross-validated comparison")
-    parser.add_argument("--no-retrain", action="store_true", help="skip the four retrainings")
+    parser.add_argument("--no-retrain", action="store_true", help="skip the retrainings (digits: four; sft: three)")
     return parser
 
 
