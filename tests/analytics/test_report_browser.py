@@ -36,6 +36,15 @@ FRAME_BOX = """(name) => {
   const rect = view.canvas_view.el.getBoundingClientRect(), frame = view.frame.bbox;
   return {left: rect.left + frame.left, top: rect.top + frame.top, width: frame.width, height: frame.height};
 }"""
+POINT = """(fraction) => {
+  const s = Bokeh.documents[0].get_model_by_name("samples");
+  const view = Bokeh.index.get_one(Bokeh.documents[0].get_model_by_name("data_map"));
+  view.canvas_view.el.scrollIntoView({block: "center"});
+  const rect = view.canvas_view.el.getBoundingClientRect();
+  const i = Math.floor(s.data.sample_id.length * fraction);
+  return {id: String(s.data.sample_id[i]), x: rect.left + view.frame.x_scale.compute(s.data.variability[i]),
+          y: rect.top + view.frame.y_scale.compute(s.data.confidence[i])};
+}"""  # where the drawn point at ``fraction`` of the samples is on the page, and its id
 SELECTED = """() => {
   const s = Bokeh.documents[0].get_model_by_name("samples");
   return s.selected.indices.map((i) => String(s.data.sample_id[i]));
@@ -104,15 +113,7 @@ def check_page(report: Page, expected_plots: int, shot: str) -> None:
     page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
 
     # hover a drawn point: its sample id shows
-    point = page.evaluate("""() => {
-      const s = Bokeh.documents[0].get_model_by_name("samples");
-      const view = Bokeh.index.get_one(Bokeh.documents[0].get_model_by_name("data_map"));
-      view.canvas_view.el.scrollIntoView({block: "center"});
-      const rect = view.canvas_view.el.getBoundingClientRect();
-      const i = Math.floor(s.data.sample_id.length / 2);
-      return {id: String(s.data.sample_id[i]), x: rect.left + view.frame.x_scale.compute(s.data.variability[i]),
-              y: rect.top + view.frame.y_scale.compute(s.data.confidence[i])};
-    }""")
+    point = page.evaluate(POINT, 0.5)
     page.mouse.move(point["x"], point["y"])
     # the tooltip (inside Bokeh's shadow DOM, which Playwright's text locators see into) names the sample
     page.get_by_text(re.compile(rf"^sample {point['id']}$")).first.wait_for(state="visible", timeout=5000)
@@ -233,15 +234,7 @@ def test_text_report_shows_and_exports_each_examples_text(browser, text_report) 
     report = Page(browser, text_report)
     page = report.page
     assert page.evaluate("() => Bokeh.documents[0].get_model_by_name('selection_table').visible") is False
-    point = page.evaluate("""() => {
-      const s = Bokeh.documents[0].get_model_by_name("samples");
-      const view = Bokeh.index.get_one(Bokeh.documents[0].get_model_by_name("data_map"));
-      view.canvas_view.el.scrollIntoView({block: "center"});
-      const rect = view.canvas_view.el.getBoundingClientRect();
-      const i = Math.floor(s.data.sample_id.length / 3);
-      return {id: String(s.data.sample_id[i]), x: rect.left + view.frame.x_scale.compute(s.data.variability[i]),
-              y: rect.top + view.frame.y_scale.compute(s.data.confidence[i])};
-    }""")
+    point = page.evaluate(POINT, 1 / 3)
     page.mouse.move(point["x"], point["y"])
     hovered = re.compile(rf"^what follows w{point['id']}\? → +w\d+")
     page.get_by_text(hovered).first.wait_for(state="visible", timeout=5000)
