@@ -116,7 +116,6 @@ class DuckDBEngine:
         self.max_result_bytes = None if limit is None else size_in_bytes(limit)
         self._spills: list[str] = []
         self._earlier: list[duckdb.DuckDBPyConnection] = []  # superseded: results made from them stay valid
-        self._readable: tuple[str, ...] | None = None
         if connection is not None:
             self.connection = connection.cursor()
             self._own = False
@@ -124,7 +123,7 @@ class DuckDBEngine:
             self._own = True
             self.connection = self._connect(())
         self.records_paths: list[str] = []  # the committed records files (MAP-D reads their footers)
-        self.readable_paths: tuple[str, ...] = ()  # every data file the views read
+        self.readable_paths: tuple[str, ...] = ()  # every data file the views read (what a connection we own allows)
         self.id_type = "int64"
         self._definitions: dict[str, str] = {}
 
@@ -141,15 +140,15 @@ class DuckDBEngine:
             connection.execute("SET allowed_paths = $paths", {"paths": list(paths)})
         connection.execute("SET enable_external_access = false")
         connection.execute("SET lock_configuration = true")
-        self._readable = paths
         return connection
 
     def _allow(self, paths: list[str]) -> None:
         """Move to a connection allowing exactly ``paths`` when it differs from the current one's list."""
-        self.readable_paths = tuple(sorted(paths))
-        if self._own and self.readable_paths != self._readable:
+        paths = tuple(sorted(paths))
+        if self._own and paths != self.readable_paths:
             self._earlier.append(self.connection)
-            self.connection = self._connect(self.readable_paths)
+            self.connection = self._connect(paths)
+        self.readable_paths = paths
 
     def register(self, snapshot: RunSnapshot) -> None:
         self.records_paths = snapshot.paths(snapshot.files.records)
@@ -197,12 +196,9 @@ class DuckDBEngine:
         check_read_only(self.connection, query)
         return self.connection.sql(query, params=dict(params or {}))
 
-    def arrow(self, query: str, params: Mapping[str, Any] | None = None, *, capped: bool = False) -> pa.Table:
-        """The result of ``query`` as Arrow; ``capped``: read in batches so that one larger than
-        ``max_result_bytes`` raises ``ValueError`` as soon as it passes the cap."""
-        return self._fetch(self.frame(query, params), capped)
-
     def _fetch(self, relation: duckdb.DuckDBPyRelation, capped: bool) -> pa.Table:
+        """The result as Arrow; ``capped``: read in batches so that one larger than ``max_result_bytes``
+        raises ``ValueError`` as soon as it passes the cap."""
         if not capped or self.max_result_bytes is None:
             return relation.to_arrow_table()
         batches, size = [], 0

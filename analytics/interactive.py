@@ -49,9 +49,10 @@ def example_text(frame: pl.DataFrame, text_column: str | None = None) -> pl.Seri
         text = pl.col("text").cast(pl.String)
     else:
         return None
-    shortened = frame.select(text.fill_null("").alias("text"))["text"]
-    return shortened.map_elements(lambda t: t if len(t) <= TEXT_SHOWN else t[:TEXT_SHOWN - 1] + "…",
-                                  return_dtype=pl.String)
+    text = text.fill_null("")
+    shortened = pl.when(text.str.len_chars() <= TEXT_SHOWN).then(text).otherwise(
+        pl.concat_str(text.str.slice(0, TEXT_SHOWN - 1), pl.lit("…")))
+    return frame.select(shortened.alias("text"))["text"]
 
 
 def table_column(name: str, **options):

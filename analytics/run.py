@@ -145,7 +145,7 @@ class Run:
             warnings.warn(f"split: the run at {self.location} has no records of split {split!r} (its splits: "
                           f"{', '.join(splits)}): the answer is empty", UserWarning, stacklevel=4)
         elif isinstance(epochs, range) and len(epochs):
-            recorded = self.epochs(split)
+            recorded = recorded_epochs(self.engine, split)  # the caller refreshed the run: no second listing
             if recorded and not any(epoch in epochs for epoch in recorded):
                 warnings.warn(f"epochs: {epochs.start}:{epochs.stop} holds none of the recorded epochs of split "
                               f"{split!r} ({recorded[0]}..{recorded[-1]}): the answer is empty", UserWarning,

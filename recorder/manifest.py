@@ -168,18 +168,16 @@ def start_attempt(run_dir: Path, *, world_size: int, start: tuple[int, int | Non
         if claim is not None:
             attempt = claim(attempt)
         first = min((position[0] for position in (starts or {}).values()), default=None)
-        while True:
-            payload = {
-                "attempt": attempt,
-                "start_epoch": start[0] if start is not None else first,
-                "start": None if start is None else list(start),
-                "starts": {split: list(position) for split, position in (starts or {}).items()},
-                "world_size": world_size,
-                "started_at": now_iso(),
-            }
-            if write_json_exclusive(attempt_path(run_dir, attempt), payload):
-                return attempt
+        payload = {
+            "start_epoch": start[0] if start is not None else first,
+            "start": None if start is None else list(start),
+            "starts": {split: list(position) for split, position in (starts or {}).items()},
+            "world_size": world_size,
+            "started_at": now_iso(),
+        }
+        while not write_json_exclusive(attempt_path(run_dir, attempt), {"attempt": attempt, **payload}):
             attempt += 1
+        return attempt
 
 
 def write_json_exclusive(path: Path, payload: dict[str, Any]) -> bool:
