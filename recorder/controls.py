@@ -133,12 +133,16 @@ def register_examples(recorder: Any, dataset: Any, *, id_column: str = "sample_i
     extra: dict[str, Any] = {}
     if "messages" in columns and "completion" not in columns:
         conversations = column("messages")
-        extra["prompt"] = ["\n".join(f"{m['role']}: {m['content']}" for m in c[:-1]) for c in conversations]
-        extra["completion"] = [c[-1]["content"] for c in conversations]
+        lasts = [max(i for i, m in enumerate(c) if m["role"] == "assistant") for c in conversations]
+        extra["prompt"] = [_rendered(c[:last]) for c, last in zip(conversations, lasts, strict=True)]
+        extra["completion"] = [c[last]["content"] for c, last in zip(conversations, lasts, strict=True)]
     for name in text_columns:
         if name in columns:
-            values = column(name)
-            extra[name] = [v if isinstance(v, str) else "\n".join(f"{m['role']}: {m['content']}" for m in v)
-                           for v in values]
+            extra[name] = [_rendered(value) for value in column(name)]
     controls = np.asarray(column(CONTROL_COLUMN), dtype=bool) if CONTROL_COLUMN in columns else None
     recorder.register_samples(column(id_column), controls=controls, **extra)
+
+
+def _rendered(value: str | list[dict[str, str]]) -> str:
+    """Text as it is, or messages as ``role: content`` lines."""
+    return value if isinstance(value, str) else "\n".join(f"{m['role']}: {m['content']}" for m in value)
