@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from . import queries
-from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
+from .epoch_masks import MAX_EPOCHS, forgetting_columns, packed_query, popcount, words_for
 from .epochs import recorded_epochs, score_params
 from .gmm import fit_gmm
 from .threshold import cutoff_of
@@ -43,7 +43,7 @@ def score_table(engine: Engine, *, epochs: range | None = None, split: str = "tr
         for frame in persisted:
             frame.unpersist()
     elif first is not None and end - first <= MAX_EPOCHS:
-        rows = _one_pass_rows(engine, params | {"epoch_from": first}, params)
+        rows = _one_pass_rows(engine, params | {"epoch_from": first}, params, words_for(end - first))
     else:
         rows = engine.sql(queries.load("scores"), params)
     samples = engine.sql("SELECT * FROM samples")
@@ -51,10 +51,11 @@ def score_table(engine: Engine, *, epochs: range | None = None, split: str = "tr
         pl.col("is_threshold").fill_null(False), epoch_from=pl.lit(first, pl.Int64), epoch_to=pl.lit(end, pl.Int64))
 
 
-def _one_pass_rows(engine: Engine, packed_params: dict, params: dict) -> pl.DataFrame:
-    """``scores.sql``'s rows from ``scores_one_pass.sql``, the inexact samples from ``scores.sql``."""
-    packed = engine.sql(queries.load("scores_one_pass"), packed_params)
-    recorded, learned = (np.ascontiguousarray(packed.select(f"{name}_{w}" for w in range(WORDS)).fill_null(0)
+def _one_pass_rows(engine: Engine, packed_params: dict, params: dict, words: int) -> pl.DataFrame:
+    """``scores.sql``'s rows from ``scores_one_pass.sql`` (``words`` mask words), the inexact samples from
+    ``scores.sql``."""
+    packed = engine.sql(packed_query(words), packed_params)
+    recorded, learned = (np.ascontiguousarray(packed.select(f"{name}_{w}" for w in range(words)).fill_null(0)
                                               .to_numpy().T) for name in ("recorded", "learned"))
     exact = popcount(recorded) == packed["observations"].to_numpy()
     inexact = None if exact.all() else packed.filter(~exact)["sample_id"]

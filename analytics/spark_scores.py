@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import queries
-from .epoch_masks import MAX_EPOCHS, WORDS, forgetting_columns, popcount
+from .epoch_masks import MAX_EPOCHS, forgetting_columns, packed_query, popcount, words_for
 from .epochs import recorded_epochs, recorded_span, score_params
 from .gmm import DEFAULT_FIT_SAMPLE, fit_mixture, nothing_to_separate
 from .spark_engine import to_polars
@@ -45,12 +45,13 @@ def score_frame(engine: SparkEngine, *, epochs: range | None = None, split: str 
     params, first, end = score_params(recorded, epochs=epochs, el2n_epochs=el2n_epochs, split=split)
     if first is None or end - first > MAX_EPOCHS:
         return engine.frame(queries.load("scores"), params)
-    packed = engine.frame(queries.load("scores_one_pass"), params | {"epoch_from": first})
+    words = words_for(end - first)
+    packed = engine.frame(packed_query(words), params | {"epoch_from": first})
     # one task per core after the aggregation: the default 200 shuffle partitions would each start a Python
     # worker to finish a handful of rows (measured: 10-17 s instead of 1.3 s for 10^4 samples on local[2])
     packed = packed.coalesce(engine.session.sparkContext.defaultParallelism)
     id_type = packed.schema["sample_id"].dataType.simpleString()
-    finished = packed.mapInArrow(partial(_finish_batches, epoch_from=first),
+    finished = packed.mapInArrow(partial(_finish_batches, epoch_from=first, words=words),
                                  f"sample_id {id_type}, {SCORE_TYPES}, exact BOOLEAN").persist()
     if persisted is not None:
         persisted.append(finished)
@@ -62,12 +63,12 @@ def score_frame(engine: SparkEngine, *, epochs: range | None = None, split: str 
     return rows.unionByName(rechecked)
 
 
-def _finish_batches(batches: Iterator[pa.RecordBatch], *, epoch_from: int) -> Iterator[pa.RecordBatch]:
+def _finish_batches(batches: Iterator[pa.RecordBatch], *, epoch_from: int, words: int) -> Iterator[pa.RecordBatch]:
     """``scores_one_pass.sql`` rows -> ``scores.sql`` columns, plus ``exact`` (each recorded epoch observed
     once: observations = bits set)."""
     for batch in batches:
         recorded, learned = (np.vstack([batch.column(f"{name}_{w}").to_numpy(zero_copy_only=False)
-                                        for w in range(WORDS)]).astype(np.int64) for name in ("recorded", "learned"))
+                                        for w in range(words)]).astype(np.int64) for name in ("recorded", "learned"))
         observations = batch.column("observations").to_numpy(zero_copy_only=False)
         forgetting = forgetting_columns(recorded, learned, epoch_from)
         counts = [_nullable_int(forgetting[name])

@@ -6,7 +6,7 @@ combined per sample (``open_runs``); F1 of AUM + threshold and AUL + GMM against
 noise-rate estimates, the chosen windows, and the F1 both methods get over every epoch of the same runs (what
 tdlog scored before the window was chosen). No retraining, no cleanlab. Prints a table, writes JSON.
 
-Usage: python benchmarks/detection.py [--seeds 0 1 2] [--out benchmarks/results/detection.json]
+Usage: python benchmarks/detection.py [--seeds 0 1 2] [--keep DIR] [--out benchmarks/results/detection.json]
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/detection.json"))
+    parser.add_argument("--keep", type=Path, default=None, help="keep the recorded runs here (and reuse them)")
     args = parser.parse_args()
     rows = []
-    scratch = Path(tempfile.mkdtemp(prefix="tdlog-detection-"))
+    scratch = args.keep or Path(tempfile.mkdtemp(prefix="tdlog-detection-"))
     try:
         for model in ("uniform", "pairflip"):
             for rate in (0.2, 0.3):
@@ -61,7 +62,8 @@ def main() -> None:
                     data = prepare_data(config)
                     dirs = run_dirs(scratch / f"{model}-{rate}-{seed}", config.threshold_passes)
                     for pass_index, run_dir in enumerate(dirs):
-                        record_training(run_dir, data, config, pass_index=pass_index)
+                        if not (run_dir / "run.json").exists():
+                            record_training(run_dir, data, config, pass_index=pass_index)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)  # the memorisation warning of epochs=None
                         every = score(dirs, None)
@@ -74,7 +76,8 @@ def main() -> None:
                           f"F1 AUL {row['f1_aul']:.3f} ({every['f1_aul']:.3f})  rate true {row['true_rate']:.3f} "
                           f"threshold {row['rate_threshold']:.3f} gmm {row['rate_gmm']:.3f}", flush=True)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(scratch, ignore_errors=True)
     failed = [r for r in rows if min(r["f1_aum"], r["f1_aul"]) < TARGET_F1]
     off = [r for r in rows if abs(r["rate_threshold"] - r["true_rate"]) > TARGET_RATE_ERROR]
     print(f"F1 >= {TARGET_F1} for both methods: {len(rows) - len(failed)}/{len(rows)} settings; threshold noise "
