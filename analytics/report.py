@@ -61,14 +61,14 @@ def _cell(value: object) -> str:
 
 
 def window_criterion(window: EpochWindow) -> Figure:
-    """The epoch-window criterion: separation of the threshold samples per prefix window, the chosen one
-    marked, the windows too short to be chosen shaded."""
+    """The epoch-window criterion: separation of the threshold samples per prefix window, the band within one
+    standard error of the best shaded, the chosen (shortest in the band) marked."""
     figure = Figure(figsize=(6, 3.5))
     axes = figure.subplots()
     criterion = window.criterion
     axes.plot(criterion["epoch"] + 1, criterion["separation"], marker=".", label="separation d")
-    axes.axvspan(criterion["epoch"][0] + 0.5, criterion["epoch"][0] + window.min_epochs - 0.5, color="0.9",
-                 label=f"shorter than {window.min_epochs} epochs")
+    axes.axhspan(window.best - window.standard_error, window.best, color="0.9",
+                 label=f"within one standard error ({window.standard_error:.2f}) of the best")
     axes.axvline(window.epochs.stop, color="k", linestyle="--", label=f"chosen: epochs {window.epochs.start}:"
                  f"{window.epochs.stop}")
     axes.set(xlabel="window end (epochs from the first)", ylabel="d (threshold vs other AUM)",

@@ -5,13 +5,18 @@ signal out (both papers score before the first learning-rate drop). The threshol
 mislabeled samples inside the run, so tdlog picks the window in which they stand apart best from the other
 samples:
 
-- candidates: the prefix windows ``[e_0, e + 1)`` over the recorded epochs ``e_0 <= e`` of the split, at
-  least ``ceil(MIN_WINDOW_SHARE * E)`` epochs long (``E`` recorded epochs);
+- candidates: the prefix windows ``[e_0, e + 1)`` over the recorded epochs ``e_0 <= e`` of the split;
 - for each, ``aum_e(i)`` = sample ``i``'s AUM over the window, and the separation
   ``d_e = (mean_other aum_e - mean_threshold aum_e) / sqrt((var_other aum_e + var_threshold aum_e) / 2)``
   (the standardised mean difference, Cohen's d, between the threshold samples and the other registered
   non-probe samples; at most ``MAX_SAMPLES`` of each, chosen by hash of ``sample_id``);
-- the window with the largest ``d_e`` is chosen.
+- ``d*`` = the largest ``d_e``, and its standard error from the groups' sizes ``n_t``, ``n_o`` (the
+  large-sample variance of Cohen's d, Hedges & Olkin 1985):
+  ``se = sqrt(1 / n_t + 1 / n_o + d*^2 / (2 (n_t + n_o)))``;
+- the chosen window is the *shortest* one whose separation is within one standard error of the best:
+  ``d_e >= d* - se`` (the one-standard-error rule of model selection). No floor: the data decide how short
+  a window may be. A run whose separation peaks early gets a short window; a run that never memorises
+  (separation still rising at its last epoch, by more than ``se``) keeps every epoch.
 
 One pass over the records gathers the sampled samples' rows (``sql/window_search.sql``, no shuffle: the
 sample is a broadcast join), and NumPy computes every candidate at once (:func:`prefix_statistics`). A run without
@@ -36,8 +41,7 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 Epochs = range | Literal["auto"] | None  # the ``epochs=`` argument of the label-noise scores
-MIN_WINDOW_SHARE = 0.25  # the shortest window: a quarter of the recorded epochs
-MAX_SAMPLES = 10_000  # threshold samples, and other samples, the criterion looks at (each): d to about ±0.02
+MAX_SAMPLES = 10_000  # threshold samples, and other samples, the criterion looks at (each): se of d about 0.02
 MEMORISATION_ACCURACY = 0.95  # training accuracy above which wrong labels (5 % or more) are being fitted
 
 
@@ -47,12 +51,14 @@ class EpochWindow:
 
     ``epochs``: the chosen window. ``criterion``: one row per recorded epoch ``epoch`` (the candidate window
     ``[first, epoch + 1)``) with ``separation`` (``d_e``), ``threshold_aum`` and ``other_aum`` (the groups'
-    mean AUM over the window) and ``eligible`` (long enough to be chosen). ``min_epochs``: the shortest
-    window allowed. ``threshold_samples``, ``other_samples``: how many of each the criterion used."""
+    mean AUM over the window) and ``within`` (``d_e >= d* - se``: as good as the best, within its standard
+    error). ``best``: ``d*``; ``standard_error``: ``se``. ``threshold_samples``, ``other_samples``: how many
+    of each the criterion used."""
 
     epochs: range
     criterion: pl.DataFrame
-    min_epochs: int
+    best: float
+    standard_error: float
     threshold_samples: int
     other_samples: int
 
@@ -66,33 +72,41 @@ class EpochWindow:
         last = self.criterion["epoch"][-1]
         every = self.criterion.filter(pl.col("epoch") == last)["separation"][0]
         return (f"epochs {self.epochs.start}:{self.epochs.stop} chosen from {self.threshold_samples} threshold "
-                f"samples (separation {self.separation:.2f}; all {self.criterion.height} recorded epochs: "
-                f"{every:.2f})")
+                f"samples (separation {self.separation:.2f}, the shortest window within one standard error "
+                f"{self.standard_error:.2f} of the best {self.best:.2f}; all {self.criterion.height} recorded "
+                f"epochs: {every:.2f})")
 
 
-def choose_window(engine: Engine, *, split: str = "train", min_share: float = MIN_WINDOW_SHARE,
-                  max_samples: int = MAX_SAMPLES) -> EpochWindow | None:
-    """The prefix window with the largest separation ``d_e`` (see the module docstring) among those at least
-    ``ceil(min_share * E)`` recorded epochs long; ``None`` when ``split`` has no threshold samples or no
-    other registered samples with records."""
-    if not 0 < min_share <= 1:
-        raise ValueError(f"min_share: expected a share in (0, 1], got {min_share}")
+def choose_window(engine: Engine, *, split: str = "train", max_samples: int = MAX_SAMPLES) -> EpochWindow | None:
+    """The shortest prefix window whose separation ``d_e`` is within one standard error of the largest (see
+    the module docstring); ``None`` when ``split`` has no threshold samples or no other registered samples
+    with records."""
     rows = engine.sql(queries.load("window_search"), {"split": split, "max_samples": max_samples})
     flags = rows["is_threshold"].to_numpy()
     if flags.all() or not flags.any():
         return None
+    return window_from_rows(rows)
+
+
+def window_from_rows(rows: pl.DataFrame) -> EpochWindow:
+    """The window rule applied to ``sample_id, is_threshold, epoch, margin`` rows of both groups."""
     epochs, statistics = prefix_statistics(rows)
     (threshold_mean, threshold_var, threshold_n), (other_mean, other_var, other_n) = statistics
     spread = np.sqrt((other_var + threshold_var) / 2)
     difference = other_mean - threshold_mean
     with np.errstate(divide="ignore", invalid="ignore"):
         separation = np.where(spread > 0, difference / spread, np.sign(difference) * np.inf)
-    min_epochs = max(1, math.ceil(min_share * len(epochs)))
-    eligible = np.arange(len(epochs)) >= min_epochs - 1
-    best = int(np.argmax(np.where(eligible & ~np.isnan(separation), separation, -np.inf)))
+    candidates = np.where(np.isnan(separation), -np.inf, separation)
+    peak = int(np.argmax(candidates))
+    best = float(candidates[peak])
+    groups = float(threshold_n[peak]), float(other_n[peak])
+    standard_error = (math.sqrt(1 / groups[0] + 1 / groups[1] + best**2 / (2 * sum(groups)))
+                      if math.isfinite(best) else 0.0)
+    within = candidates >= best - standard_error
+    chosen = int(np.argmax(within))  # the first (shortest) window within one standard error of the best
     criterion = pl.DataFrame({"epoch": epochs, "separation": separation, "threshold_aum": threshold_mean,
-                              "other_aum": other_mean, "eligible": eligible})
-    return EpochWindow(range(int(epochs[0]), int(epochs[best]) + 1), criterion, min_epochs,
+                              "other_aum": other_mean, "within": within})
+    return EpochWindow(range(int(epochs[0]), int(epochs[chosen]) + 1), criterion, best, standard_error,
                        int(threshold_n.max()), int(other_n.max()))
 
 

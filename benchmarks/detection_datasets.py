@@ -40,7 +40,6 @@ from torch import nn
 from tdlog.demo.digits import inject_noise
 from tdlog.recorder import Recorder, threshold_samples
 
-
 _spec = importlib.util.spec_from_file_location("detection", Path(__file__).with_name("detection.py"))
 detection = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(detection)

@@ -1,5 +1,5 @@
 """``epochs="auto"``: the epoch window chosen from the threshold samples, on runs built so that the right
-window is known: wrong labels memorised from a given epoch on, or never."""
+window is known: wrong labels memorised from a given epoch on (late or early), or never."""
 
 from __future__ import annotations
 
@@ -12,22 +12,23 @@ import torch
 from polars.testing import assert_frame_equal
 
 import tdlog.analytics as analytics
-from tdlog.analytics.window import MIN_WINDOW_SHARE, choose_window
+from tdlog.analytics.window import choose_window
 from tdlog.cli import main
 from tdlog.recorder import Recorder, threshold_samples
 
 N, C, E = 400, 4, 20
 
 
-def write_window_run(path, *, memorise_from: int | None, threshold: bool = True, seed: int = 0) -> np.ndarray:
-    """Clean samples' true-class logit gains 1 per epoch; 20 % noisy labels (the next class) and the
+def write_window_run(path, *, memorise_from: int | None, threshold: bool = True, seed: int = 0,
+                     noise_rate: float = 0.2) -> np.ndarray:
+    """Clean samples' true-class logit gains 1 per epoch; ``noise_rate`` noisy labels (the next class) and the
     threshold samples (class C) are memorised from epoch ``memorise_from`` on (their target logit gains 2 per
     epoch: their margin then grows as a clean sample's), never when None. Returns the logits, ``[E, N, C + 1]``
     (``[E, N, C]`` without threshold samples)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, C, N)
     observed = labels.copy()
-    noisy = rng.random(N) < 0.2
+    noisy = rng.random(N) < noise_rate
     observed[noisy] = (labels[noisy] + 1) % C
     targets = threshold_samples(observed, C, seed=seed) if threshold else observed
     wrong = targets != labels
@@ -43,6 +44,13 @@ def write_window_run(path, *, memorise_from: int | None, threshold: bool = True,
             history[epoch] = logits
             rec.log(torch.arange(N), torch.from_numpy(logits), torch.from_numpy(targets), epoch=epoch)
     return history
+
+
+def reference_window(separation: np.ndarray, n_threshold: int, n_other: int) -> range:
+    """The rule in plain NumPy: the shortest prefix with ``d_e >= d* - se(d*)``."""
+    best = separation.max()
+    se = math.sqrt(1 / n_threshold + 1 / n_other + best**2 / (2 * (n_threshold + n_other)))
+    return range(0, int(np.flatnonzero(separation >= best - se)[0]) + 1)
 
 
 def reference_separation(history: np.ndarray, targets: np.ndarray, is_threshold: np.ndarray) -> np.ndarray:
@@ -71,12 +79,32 @@ def test_a_run_that_memorises_gets_an_early_window_with_the_reference_criterion(
     expected = reference_separation(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
     # margins are stored as float32 (relative rounding 6e-8), averaged over up to 20 epochs and 400 samples
     np.testing.assert_allclose(window.criterion["separation"].to_numpy(), expected, rtol=1e-5)
-    assert window.min_epochs == math.ceil(MIN_WINDOW_SHARE * E) == 5
-    eligible = np.arange(E) >= window.min_epochs - 1
-    assert window.epochs == range(0, int(np.argmax(np.where(eligible, expected, -np.inf))) + 1)
-    assert 5 <= window.epochs.stop <= 9  # memorising starts in epoch 6: the window ends about there
     assert window.threshold_samples == N // C and window.other_samples == N - N // C
-    assert window.criterion["eligible"].to_list() == eligible.tolist()
+    assert window.epochs == reference_window(expected, N // C, N - N // C)
+    assert window.best == pytest.approx(expected.max(), rel=1e-5)
+    assert 4 <= window.epochs.stop <= 8  # memorising starts in epoch 6: the window ends about there
+    assert window.criterion["within"].to_list() == (expected >= window.best - window.standard_error).tolist()
+
+
+def test_a_run_whose_separation_peaks_early_gets_a_short_window(tmp_path) -> None:
+    """Memorised from epoch 2: the separation peaks within the first three epochs, shorter than any fixed
+    share of the run would allow (a quarter of 20 epochs is 5)."""
+    history = write_window_run(tmp_path / "run", memorise_from=2, seed=1)
+    with analytics.open_run(tmp_path / "run") as run:
+        window = run.epoch_window()
+        roles = run.sql("SELECT sample_id, target, is_threshold FROM samples ORDER BY sample_id")
+        chosen, fifth = run.scores(), run.scores(epochs=range(0, 5))
+        truth = run.sql("SELECT sample_id, label <> true_label AS wrong FROM samples WHERE NOT is_threshold")
+    expected = reference_separation(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
+    assert int(np.argmax(expected)) <= 2
+    assert window.epochs == reference_window(expected, N // C, N - N // C)
+    assert window.epochs.stop <= 3
+
+    def caught(table):
+        flagged = table.join(truth, on="sample_id")
+        return (flagged["aum_flagged"] == flagged["wrong"]).mean()
+
+    assert caught(chosen) > caught(fifth)
 
 
 def test_the_window_finds_the_noise_better_than_every_epoch(memorising) -> None:
@@ -96,11 +124,16 @@ def test_the_window_finds_the_noise_better_than_every_epoch(memorising) -> None:
 
 
 def test_a_run_that_never_memorises_keeps_every_epoch(tmp_path) -> None:
-    write_window_run(tmp_path / "run", memorise_from=None)
+    """No wrong label is ever fitted and no noise among the other samples: averaging more epochs only
+    sharpens the separation, by more than its standard error to the last epoch."""
+    history = write_window_run(tmp_path / "run", memorise_from=None, noise_rate=0.0)
     with analytics.open_run(tmp_path / "run") as run:
         window = run.epoch_window()
+        roles = run.sql("SELECT sample_id, target, is_threshold FROM samples ORDER BY sample_id")
         assert window.epochs == range(0, E)
         assert run.scores()["epoch_to"].unique().to_list() == [E]
+    expected = reference_separation(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
+    assert expected[-1] - expected[-2] > window.standard_error
 
 
 def test_explicit_epochs_always_win_and_auto_equals_the_window(memorising) -> None:
@@ -123,14 +156,12 @@ def test_the_criterion_on_a_sample_of_each_group_is_deterministic(memorising) ->
     with analytics.open_run(path) as run:
         first = choose_window(run.engine, max_samples=50)
         second = choose_window(run.engine, max_samples=50)
-        with pytest.raises(ValueError, match=r"min_share: expected a share in \(0, 1\], got 0"):
-            choose_window(run.engine, min_share=0)
-        shortest_allowed = choose_window(run.engine, min_share=1.0)
     assert first.threshold_samples == first.other_samples == 50
     # the same samples: equal up to the order DuckDB's threads sum in
     assert_frame_equal(first.criterion, second.criterion, check_exact=False, rel_tol=1e-12)
     assert first.epochs == second.epochs
-    assert shortest_allowed.epochs == range(0, E)
+    # fewer samples, a wider standard error: sqrt(1/50 + 1/50 + d^2/200)
+    assert first.standard_error == pytest.approx(math.sqrt(0.04 + first.best**2 / 200))
 
 
 def test_without_threshold_samples_every_epoch_and_a_memorisation_warning(tmp_path) -> None:
