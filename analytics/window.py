@@ -14,9 +14,13 @@ samples:
   large-sample variance of Cohen's d, Hedges & Olkin 1985):
   ``se = sqrt(1 / n_t + 1 / n_o + d*^2 / (2 (n_t + n_o)))``;
 - the chosen window is the *shortest* one whose separation is within one standard error of the best:
-  ``d_e >= d* - se`` (the one-standard-error rule of model selection). No floor: the data decide how short
-  a window may be. A run whose separation peaks early gets a short window; a run that never memorises
-  (separation still rising at its last epoch, by more than ``se``) keeps every epoch.
+  ``d_e >= d* - se`` (the one-standard-error rule of model selection), among the windows that end at or
+  after the first epoch ``e_learn`` in which the other samples' mean margin is positive (the network
+  predicts their labels on average: before that, ``d`` measures the initialisation, whose margins are all
+  near zero and whose tiny spread makes any small difference look large; no such epoch: no floor). No
+  fixed share: the run's own learning curve and the criterion's sampling error decide how short a window
+  may be. A run whose separation peaks early gets a short window; a run that never memorises (separation
+  still rising at its last epoch, by more than ``se``) keeps every epoch.
 
 One pass over the records gathers the sampled samples' rows (``sql/window_search.sql``, no shuffle: the
 sample is a broadcast join), and NumPy computes every candidate at once (:func:`prefix_statistics`). A run without
@@ -90,30 +94,35 @@ def choose_window(engine: Engine, *, split: str = "train", max_samples: int = MA
 
 def window_from_rows(rows: pl.DataFrame) -> EpochWindow:
     """The window rule applied to ``sample_id, is_threshold, epoch, margin`` rows of both groups."""
-    epochs, statistics = prefix_statistics(rows)
+    epochs, statistics, other_margin = prefix_statistics(rows)
     (threshold_mean, threshold_var, threshold_n), (other_mean, other_var, other_n) = statistics
     spread = np.sqrt((other_var + threshold_var) / 2)
     difference = other_mean - threshold_mean
     with np.errstate(divide="ignore", invalid="ignore"):
         separation = np.where(spread > 0, difference / spread, np.sign(difference) * np.inf)
-    candidates = np.where(np.isnan(separation), -np.inf, separation)
+    learning = other_margin > 0
+    floor = int(np.argmax(learning)) if learning.any() else 0
+    candidates = np.where(np.isnan(separation) | (np.arange(len(epochs)) < floor), -np.inf, separation)
     peak = int(np.argmax(candidates))
     best = float(candidates[peak])
     groups = float(threshold_n[peak]), float(other_n[peak])
     standard_error = (math.sqrt(1 / groups[0] + 1 / groups[1] + best**2 / (2 * sum(groups)))
                       if math.isfinite(best) else 0.0)
-    within = candidates >= best - standard_error
+    within = candidates >= best - standard_error  # never true below the floor
     chosen = int(np.argmax(within))  # the first (shortest) window within one standard error of the best
     criterion = pl.DataFrame({"epoch": epochs, "separation": separation, "threshold_aum": threshold_mean,
-                              "other_aum": other_mean, "within": within})
+                              "other_aum": other_mean, "other_margin": other_margin,
+                              "within": within & (np.arange(len(epochs)) >= floor)})
     return EpochWindow(range(int(epochs[0]), int(epochs[chosen]) + 1), criterion, best, standard_error,
                        int(threshold_n.max()), int(other_n.max()))
 
 
-def prefix_statistics(rows: pl.DataFrame) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    """From ``sample_id, is_threshold, epoch, margin`` rows: the recorded epochs ``e`` (ascending) and, for the
+def prefix_statistics(rows: pl.DataFrame) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                                                     np.ndarray]:
+    """From ``sample_id, is_threshold, epoch, margin`` rows: the recorded epochs ``e`` (ascending); for the
     threshold samples and then the others, per ``e`` the mean, population variance and count of ``aum_e(i)``
-    (the mean of sample ``i``'s per-epoch mean margins up to ``e``) over the samples with a record in ``e``.
+    (the mean of sample ``i``'s per-epoch mean margins up to ``e``) over the samples with a record in ``e``;
+    and per ``e`` the other samples' mean margin in that epoch (their learning curve).
     Vectorised: one ``samples x epochs`` matrix of per-epoch means, cumulated along the epochs."""
     sample_of = rows["sample_id"].rank("dense").to_numpy().astype(np.int64) - 1
     epoch_of = rows["epoch"].rank("dense").to_numpy().astype(np.int64) - 1
@@ -136,7 +145,10 @@ def prefix_statistics(rows: pl.DataFrame) -> tuple[np.ndarray, list[tuple[np.nda
             warnings.simplefilter("ignore", RuntimeWarning)  # an epoch no sample of the group has
             statistics.append((np.nanmean(values, axis=0), np.nanvar(values, axis=0),
                                (~np.isnan(values)).sum(0)))
-    return epochs, statistics
+    others = present[~is_threshold]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        other_margin = (means[~is_threshold] * others).sum(0) / others.sum(0)
+    return epochs, statistics, other_margin
 
 
 def check_epochs_argument(epochs: Epochs) -> None:

@@ -46,20 +46,30 @@ def write_window_run(path, *, memorise_from: int | None, threshold: bool = True,
     return history
 
 
-def reference_window(separation: np.ndarray, n_threshold: int, n_other: int) -> range:
-    """The rule in plain NumPy: the shortest prefix with ``d_e >= d* - se(d*)``."""
+def reference_window(history: np.ndarray, targets: np.ndarray, is_threshold: np.ndarray) -> range:
+    """The rule in plain NumPy: from the first epoch in which the other samples' mean margin is positive,
+    the shortest prefix with ``d_e >= d* - se(d*)``."""
+    separation = reference_separation(history, targets, is_threshold)
+    floor = int(np.argmax(reference_margins(history, targets)[:, ~is_threshold].mean(1) > 0))
+    separation[:floor] = -np.inf
     best = separation.max()
+    n_threshold, n_other = is_threshold.sum(), (~is_threshold).sum()
     se = math.sqrt(1 / n_threshold + 1 / n_other + best**2 / (2 * (n_threshold + n_other)))
     return range(0, int(np.flatnonzero(separation >= best - se)[0]) + 1)
 
 
-def reference_separation(history: np.ndarray, targets: np.ndarray, is_threshold: np.ndarray) -> np.ndarray:
-    """``d_e`` per prefix window in float64 NumPy, from the logits."""
+def reference_margins(history: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``[E, N]`` margins ``z_y - max_{j != y} z_j`` in float64."""
     logits = history.astype(np.float64)
     target = np.take_along_axis(logits, targets[None, :, None], 2)[..., 0]
     others = logits.copy()
     np.put_along_axis(others, targets[None, :, None], -np.inf, 2)
-    margins = target - others.max(2)  # [E, N]
+    return target - others.max(2)
+
+
+def reference_separation(history: np.ndarray, targets: np.ndarray, is_threshold: np.ndarray) -> np.ndarray:
+    """``d_e`` per prefix window in float64 NumPy, from the logits."""
+    margins = reference_margins(history, targets)
     prefix = np.cumsum(margins, 0) / np.arange(1, len(margins) + 1)[:, None]
     t, o = prefix[:, is_threshold], prefix[:, ~is_threshold]
     return (o.mean(1) - t.mean(1)) / np.sqrt((o.var(1) + t.var(1)) / 2)
@@ -80,10 +90,11 @@ def test_a_run_that_memorises_gets_an_early_window_with_the_reference_criterion(
     # margins are stored as float32 (relative rounding 6e-8), averaged over up to 20 epochs and 400 samples
     np.testing.assert_allclose(window.criterion["separation"].to_numpy(), expected, rtol=1e-5)
     assert window.threshold_samples == N // C and window.other_samples == N - N // C
-    assert window.epochs == reference_window(expected, N // C, N - N // C)
+    assert window.epochs == reference_window(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
     assert window.best == pytest.approx(expected.max(), rel=1e-5)
     assert 4 <= window.epochs.stop <= 8  # memorising starts in epoch 6: the window ends about there
-    assert window.criterion["within"].to_list() == (expected >= window.best - window.standard_error).tolist()
+    assert window.criterion["within"].to_list()[window.epochs.stop - 1:] == (
+        expected >= window.best - window.standard_error).tolist()[window.epochs.stop - 1:]
 
 
 def test_a_run_whose_separation_peaks_early_gets_a_short_window(tmp_path) -> None:
@@ -97,8 +108,8 @@ def test_a_run_whose_separation_peaks_early_gets_a_short_window(tmp_path) -> Non
         truth = run.sql("SELECT sample_id, label <> true_label AS wrong FROM samples WHERE NOT is_threshold")
     expected = reference_separation(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
     assert int(np.argmax(expected)) <= 2
-    assert window.epochs == reference_window(expected, N // C, N - N // C)
-    assert window.epochs.stop <= 3
+    assert window.epochs == reference_window(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
+    assert window.epochs.stop <= 4
 
     def caught(table):
         flagged = table.join(truth, on="sample_id")
