@@ -61,13 +61,17 @@ def _cell(value: object) -> str:
 
 
 def window_criterion(window: EpochWindow) -> Figure:
-    """The epoch-window criterion: separation of the threshold samples per prefix window, the band within one
-    standard error of the best shaded, the chosen (shortest in the band) marked."""
+    """The epoch-window criterion: separation of the threshold samples per prefix window, the windows that end
+    before the network starts to learn shaded (not candidates), the band within one standard error of the
+    best shaded, the chosen window marked."""
     figure = Figure(figsize=(6, 3.5))
     axes = figure.subplots()
     criterion = window.criterion
     axes.plot(criterion["epoch"] + 1, criterion["separation"], marker=".", label="separation d")
-    axes.axhspan(window.best - window.standard_error, window.best, color="0.9",
+    if window.floor > criterion["epoch"][0]:
+        axes.axvspan(criterion["epoch"][0] + 0.5, window.floor + 0.5, color="0.85",
+                     label="before the others' mean margin turns positive")
+    axes.axhspan(window.best - window.standard_error, window.best, color="0.93",
                  label=f"within one standard error ({window.standard_error:.2f}) of the best")
     axes.axvline(window.epochs.stop, color="k", linestyle="--", label=f"chosen: epochs {window.epochs.start}:"
                  f"{window.epochs.stop}")

@@ -10,17 +10,18 @@ samples:
   ``d_e = (mean_other aum_e - mean_threshold aum_e) / sqrt((var_other aum_e + var_threshold aum_e) / 2)``
   (the standardised mean difference, Cohen's d, between the threshold samples and the other registered
   non-probe samples; at most ``MAX_SAMPLES`` of each, chosen by hash of ``sample_id``);
-- ``d*`` = the largest ``d_e``, and its standard error from the groups' sizes ``n_t``, ``n_o`` (the
-  large-sample variance of Cohen's d, Hedges & Olkin 1985):
-  ``se = sqrt(1 / n_t + 1 / n_o + d*^2 / (2 (n_t + n_o)))``;
-- the chosen window is the *shortest* one whose separation is within one standard error of the best:
-  ``d_e >= d* - se`` (the one-standard-error rule of model selection), among the windows that end at or
-  after the first epoch ``e_learn`` in which the other samples' mean margin is positive (the network
-  predicts their labels on average: before that, ``d`` measures the initialisation, whose margins are all
-  near zero and whose tiny spread makes any small difference look large; no such epoch: no floor). No
-  fixed share: the run's own learning curve and the criterion's sampling error decide how short a window
-  may be. A run whose separation peaks early gets a short window; a run that never memorises (separation
-  still rising at its last epoch, by more than ``se``) keeps every epoch.
+- candidates end at or after the first epoch ``e_learn`` in which the other samples' mean margin is
+  positive (the network predicts their labels on average; before that, ``d`` measures the initialisation,
+  whose margins are all near zero and whose tiny spread makes any small difference look large; no such
+  epoch: every window is a candidate). This floor is the run's own learning curve, not a share of its
+  epochs;
+- the chosen window is the candidate with the largest separation ``d*``. A run whose separation peaks
+  early gets a short window; a run that never memorises (separation still rising at its last epoch) keeps
+  every epoch. Reported with it: the standard error of ``d*`` from the groups' sizes ``n_t``, ``n_o`` (the
+  large-sample variance of Cohen's d, Hedges & Olkin 1985),
+  ``se = sqrt(1 / n_t + 1 / n_o + d*^2 / (2 (n_t + n_o)))``, and which windows are within it of the best
+  (as good as the chosen one, given the sampling error). The shortest of those was tried as the rule and
+  lost F1 on the digits grid (README, "The epoch window").
 
 One pass over the records gathers the sampled samples' rows (``sql/window_search.sql``, no shuffle: the
 sample is a broadcast join), and NumPy computes every candidate at once (:func:`prefix_statistics`). A run without
@@ -55,14 +56,17 @@ class EpochWindow:
 
     ``epochs``: the chosen window. ``criterion``: one row per recorded epoch ``epoch`` (the candidate window
     ``[first, epoch + 1)``) with ``separation`` (``d_e``), ``threshold_aum`` and ``other_aum`` (the groups'
-    mean AUM over the window) and ``within`` (``d_e >= d* - se``: as good as the best, within its standard
-    error). ``best``: ``d*``; ``standard_error``: ``se``. ``threshold_samples``, ``other_samples``: how many
+    mean AUM over the window), ``other_margin`` (the other samples' mean margin in that epoch: their learning
+    curve, which sets the floor) and ``within`` (a candidate with ``d_e >= d* - se``: as good as the chosen
+    one, within its standard error). ``best``: ``d*``; ``standard_error``: ``se``; ``floor``: ``e_learn``
+    (the earliest epoch a chosen window may end in). ``threshold_samples``, ``other_samples``: how many
     of each the criterion used."""
 
     epochs: range
     criterion: pl.DataFrame
     best: float
     standard_error: float
+    floor: int
     threshold_samples: int
     other_samples: int
 
@@ -76,15 +80,14 @@ class EpochWindow:
         last = self.criterion["epoch"][-1]
         every = self.criterion.filter(pl.col("epoch") == last)["separation"][0]
         return (f"epochs {self.epochs.start}:{self.epochs.stop} chosen from {self.threshold_samples} threshold "
-                f"samples (separation {self.separation:.2f}, the shortest window within one standard error "
-                f"{self.standard_error:.2f} of the best {self.best:.2f}; all {self.criterion.height} recorded "
-                f"epochs: {every:.2f})")
+                f"samples (separation {self.separation:.2f} ± {self.standard_error:.2f}; all "
+                f"{self.criterion.height} recorded epochs: {every:.2f})")
 
 
 def choose_window(engine: Engine, *, split: str = "train", max_samples: int = MAX_SAMPLES) -> EpochWindow | None:
-    """The shortest prefix window whose separation ``d_e`` is within one standard error of the largest (see
-    the module docstring); ``None`` when ``split`` has no threshold samples or no other registered samples
-    with records."""
+    """The prefix window with the largest separation ``d_e`` among those that end once the network has started
+    to learn (see the module docstring); ``None`` when ``split`` has no threshold samples or no other
+    registered samples with records."""
     rows = engine.sql(queries.load("window_search"), {"split": split, "max_samples": max_samples})
     flags = rows["is_threshold"].to_numpy()
     if flags.all() or not flags.any():
@@ -109,12 +112,11 @@ def window_from_rows(rows: pl.DataFrame) -> EpochWindow:
     standard_error = (math.sqrt(1 / groups[0] + 1 / groups[1] + best**2 / (2 * sum(groups)))
                       if math.isfinite(best) else 0.0)
     within = candidates >= best - standard_error  # never true below the floor
-    chosen = int(np.argmax(within))  # the first (shortest) window within one standard error of the best
     criterion = pl.DataFrame({"epoch": epochs, "separation": separation, "threshold_aum": threshold_mean,
                               "other_aum": other_mean, "other_margin": other_margin,
-                              "within": within & (np.arange(len(epochs)) >= floor)})
-    return EpochWindow(range(int(epochs[0]), int(epochs[chosen]) + 1), criterion, best, standard_error,
-                       int(threshold_n.max()), int(other_n.max()))
+                              "within": within})
+    return EpochWindow(range(int(epochs[0]), int(epochs[peak]) + 1), criterion, best, standard_error,
+                       int(epochs[floor]), int(threshold_n.max()), int(other_n.max()))
 
 
 def prefix_statistics(rows: pl.DataFrame) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]],

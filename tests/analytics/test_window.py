@@ -48,14 +48,11 @@ def write_window_run(path, *, memorise_from: int | None, threshold: bool = True,
 
 def reference_window(history: np.ndarray, targets: np.ndarray, is_threshold: np.ndarray) -> range:
     """The rule in plain NumPy: from the first epoch in which the other samples' mean margin is positive,
-    the shortest prefix with ``d_e >= d* - se(d*)``."""
+    the prefix with the largest ``d_e``."""
     separation = reference_separation(history, targets, is_threshold)
     floor = int(np.argmax(reference_margins(history, targets)[:, ~is_threshold].mean(1) > 0))
     separation[:floor] = -np.inf
-    best = separation.max()
-    n_threshold, n_other = is_threshold.sum(), (~is_threshold).sum()
-    se = math.sqrt(1 / n_threshold + 1 / n_other + best**2 / (2 * (n_threshold + n_other)))
-    return range(0, int(np.flatnonzero(separation >= best - se)[0]) + 1)
+    return range(0, int(np.argmax(separation)) + 1)
 
 
 def reference_margins(history: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -91,15 +88,15 @@ def test_a_run_that_memorises_gets_an_early_window_with_the_reference_criterion(
     np.testing.assert_allclose(window.criterion["separation"].to_numpy(), expected, rtol=1e-5)
     assert window.threshold_samples == N // C and window.other_samples == N - N // C
     assert window.epochs == reference_window(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
-    assert window.best == pytest.approx(expected.max(), rel=1e-5)
+    assert window.best == pytest.approx(expected[window.epochs.stop - 1], rel=1e-5)
     assert 4 <= window.epochs.stop <= 8  # memorising starts in epoch 6: the window ends about there
-    assert window.criterion["within"].to_list()[window.epochs.stop - 1:] == (
-        expected >= window.best - window.standard_error).tolist()[window.epochs.stop - 1:]
+    n_t, n_o = N // C, N - N // C
+    assert window.standard_error == pytest.approx(math.sqrt(1 / n_t + 1 / n_o + window.best**2 / (2 * N)))
 
 
 def test_a_run_whose_separation_peaks_early_gets_a_short_window(tmp_path) -> None:
-    """Memorised from epoch 2: the separation peaks within the first three epochs, shorter than any fixed
-    share of the run would allow (a quarter of 20 epochs is 5)."""
+    """Memorised from epoch 2: the separation peaks within the first three epochs, shorter than a fixed
+    quarter of the run would allow (5 of 20 epochs)."""
     history = write_window_run(tmp_path / "run", memorise_from=2, seed=1)
     with analytics.open_run(tmp_path / "run") as run:
         window = run.epoch_window()
@@ -136,7 +133,7 @@ def test_the_window_finds_the_noise_better_than_every_epoch(memorising) -> None:
 
 def test_a_run_that_never_memorises_keeps_every_epoch(tmp_path) -> None:
     """No wrong label is ever fitted and no noise among the other samples: averaging more epochs only
-    sharpens the separation, by more than its standard error to the last epoch."""
+    sharpens the separation, to the last epoch."""
     history = write_window_run(tmp_path / "run", memorise_from=None, noise_rate=0.0)
     with analytics.open_run(tmp_path / "run") as run:
         window = run.epoch_window()
@@ -144,7 +141,7 @@ def test_a_run_that_never_memorises_keeps_every_epoch(tmp_path) -> None:
         assert window.epochs == range(0, E)
         assert run.scores()["epoch_to"].unique().to_list() == [E]
     expected = reference_separation(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
-    assert expected[-1] - expected[-2] > window.standard_error
+    assert np.all(np.diff(expected) > 0)
 
 
 def test_explicit_epochs_always_win_and_auto_equals_the_window(memorising) -> None:
