@@ -1,7 +1,7 @@
 """Engine speed and memory: ``run.scores()`` versus a bare DuckDB aggregate over the same Parquet columns.
 
 Writes a synthetic run of N samples x E epochs with the real recorder (10 classes plus the threshold class,
-N // 10 threshold samples, batches of 65,536), then, in this one process:
+N // 11 threshold samples, batches of 65,536), then, in this one process:
 
 1. ``bare``: one DuckDB ``GROUP BY sample_id`` over the records files reading the columns the scores use
    (margin, loss, prob, el2n, pred, target, epoch) - the floor any engine pays to scan them;

@@ -9,20 +9,21 @@ import torch
 
 
 def threshold_sample_indices(num_samples: int, num_classes: int, *, seed: int = 0, pass_index: int = 0) -> np.ndarray:
-    """Indices of the threshold samples of one pass: ``m = N // C`` of them, slice ``pass_index`` of one
-    seeded permutation of ``range(N)``, so passes ``0`` and ``1`` are disjoint."""
-    count = num_samples // num_classes
+    """Indices of the threshold samples of one pass: ``m = N // (C + 1)`` of them (the AUM paper's share:
+    the fake class as large as an average real class), slice ``pass_index`` of one seeded permutation of
+    ``range(N)``, so passes ``0`` and ``1`` are disjoint."""
+    count = num_samples // (num_classes + 1)
     if pass_index < 0 or (pass_index + 1) * count > num_samples:
         raise ValueError(
             f"pass_index: expected 0 <= pass_index < {num_samples // max(count, 1)} "
-            f"(N={num_samples}, m=N//C={count}), got {pass_index}"
+            f"(N={num_samples}, m=N//(C+1)={count}), got {pass_index}"
         )
     permutation = np.random.default_rng(seed).permutation(num_samples)
     return np.sort(permutation[pass_index * count : (pass_index + 1) * count])
 
 
 def threshold_samples(labels: Any, num_classes: int, *, seed: int = 0, pass_index: int = 0) -> Any:
-    """Training targets with threshold samples: ``labels`` with ``N // num_classes`` entries moved to the
+    """Training targets with threshold samples: ``labels`` with ``N // (num_classes + 1)`` entries moved to the
     extra class ``num_classes`` (the model needs ``num_classes + 1`` outputs).
 
     Returns the same kind of object as ``labels`` (torch tensor or numpy array). Register the result as

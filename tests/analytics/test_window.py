@@ -86,11 +86,11 @@ def test_a_run_that_memorises_gets_an_early_window_with_the_reference_criterion(
     expected = reference_separation(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
     # margins are stored as float32 (relative rounding 6e-8), averaged over up to 20 epochs and 400 samples
     np.testing.assert_allclose(window.criterion["separation"].to_numpy(), expected, rtol=1e-5)
-    assert window.threshold_samples == N // C and window.other_samples == N - N // C
+    assert window.threshold_samples == N // (C + 1) and window.other_samples == N - N // (C + 1)
     assert window.epochs == reference_window(history, roles["target"].to_numpy(), roles["is_threshold"].to_numpy())
     assert window.best == pytest.approx(expected[window.epochs.stop - 1], rel=1e-5)
     assert 4 <= window.epochs.stop <= 8  # memorising starts in epoch 6: the window ends about there
-    n_t, n_o = N // C, N - N // C
+    n_t, n_o = N // (C + 1), N - N // (C + 1)
     assert window.standard_error == pytest.approx(math.sqrt(1 / n_t + 1 / n_o + window.best**2 / (2 * N)))
 
 
@@ -202,7 +202,7 @@ def test_cli_prints_the_window_and_takes_auto_all_or_a_range(memorising, tmp_pat
         window = run.epoch_window()
     assert main(["score", str(path), "--out", str(tmp_path / "auto.parquet")]) == 0
     printed = capsys.readouterr().out
-    assert f"epochs 0:{window.epochs.stop} chosen from {N // C} threshold samples" in printed
+    assert f"epochs 0:{window.epochs.stop} chosen from {N // (C + 1)} threshold samples" in printed
     assert "noise rate: " in printed and "(threshold)" in printed and "(gmm)" in printed
     assert main(["score", str(path), "--epochs", "all", "--out", str(tmp_path / "all.parquet")]) == 0
     assert main(["score", str(path), "--epochs", "3:9", "--out", str(tmp_path / "range.parquet")]) == 0

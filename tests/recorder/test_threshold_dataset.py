@@ -16,22 +16,22 @@ def test_threshold_samples_count_disjoint_passes_and_seed() -> None:
     first = threshold_samples(labels, 10, seed=3, pass_index=0)
     second = threshold_samples(labels, 10, seed=3, pass_index=1)
     moved_first, moved_second = np.nonzero(first == 10)[0], np.nonzero(second == 10)[0]
-    assert len(moved_first) == len(moved_second) == 103 // 10
+    assert len(moved_first) == len(moved_second) == 103 // 11 == 9  # the AUM paper's N // (C + 1)
     assert not set(moved_first) & set(moved_second)
     np.testing.assert_array_equal(first[first != 10], labels[first != 10])  # others untouched
     np.testing.assert_array_equal(threshold_samples(labels, 10, seed=3), first)  # seeded
     assert not np.array_equal(threshold_samples(labels, 10, seed=4), first)
     permutation = np.random.default_rng(3).permutation(103)  # one seeded permutation, sliced per pass
-    np.testing.assert_array_equal(moved_second, np.sort(permutation[10:20]))
+    np.testing.assert_array_equal(moved_second, np.sort(permutation[9:18]))
 
 
 def test_threshold_samples_keep_tensor_type_and_validate() -> None:
     result = threshold_samples(torch.arange(20) % 4, 4, seed=0)
-    assert isinstance(result, torch.Tensor) and int((result == 4).sum()) == 5
+    assert isinstance(result, torch.Tensor) and int((result == 4).sum()) == 20 // 5
     with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 4\)"):
         threshold_samples(np.array([0, 5]), 4)
-    with pytest.raises(ValueError, match="pass_index: expected 0 <= pass_index < 4"):
-        threshold_sample_indices(20, 4, pass_index=4)
+    with pytest.raises(ValueError, match="pass_index: expected 0 <= pass_index < 5"):
+        threshold_sample_indices(20, 4, pass_index=5)
 
 
 def test_threshold_run_registers_flags_and_accepts_extra_class(tmp_path) -> None:
