@@ -23,10 +23,8 @@ samples:
   (as good as the chosen one, given the sampling error). The shortest of those was tried as the rule and
   lost F1 on the digits grid (README, "The epoch window").
 
-One query computes every candidate's group statistics in one pass over the records
-(``sql/window_search.sql``: the sample is a broadcast join, no shuffle of the records; per group and epoch
-the count, mean and population variance of ``aum_e`` and the mean margin, two rows per epoch leave the
-engine), and :func:`window_from_statistics` applies the rule. A run without
+One pass over the records gathers the sampled samples' rows (``sql/window_search.sql``, no shuffle: the
+sample is a broadcast join), and NumPy computes every candidate at once (:func:`prefix_statistics`). A run without
 threshold samples keeps every epoch; when its training accuracy reaches ``MEMORISATION_ACCURACY`` before
 its last epoch, a warning says that later epochs may hold memorised labels.
 """
@@ -90,42 +88,69 @@ def choose_window(engine: Engine, *, split: str = "train", max_samples: int = MA
     """The prefix window with the largest separation ``d_e`` among those that end once the network has started
     to learn (see the module docstring); ``None`` when ``split`` has no threshold samples or no other
     registered samples with records."""
-    statistics = engine.sql(queries.load("window_search"), {"split": split, "max_samples": max_samples})
-    if statistics["is_threshold"].n_unique() < 2:
+    rows = engine.sql(queries.load("window_search"), {"split": split, "max_samples": max_samples})
+    flags = rows["is_threshold"].to_numpy()
+    if flags.all() or not flags.any():
         return None
-    return window_from_statistics(statistics)
+    return window_from_rows(rows)
 
 
-def window_from_statistics(statistics: pl.DataFrame) -> EpochWindow:
-    """The window rule applied to ``sql/window_search.sql``'s rows (``is_threshold, epoch, samples, aum_mean,
-    aum_var, margin_mean``) of both groups; an epoch that one group has no record in is no candidate."""
-    groups = statistics.pivot("is_threshold", index="epoch", values=["samples", "aum_mean", "aum_var",
-                                                                      "margin_mean"]).sort("epoch")
-    epochs = groups["epoch"].to_numpy()
-
-    def of(name: str, threshold: bool) -> np.ndarray:
-        return groups[f"{name}_{str(threshold).lower()}"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
-
-    threshold_n, other_n = np.nan_to_num(of("samples", True)), np.nan_to_num(of("samples", False))
-    threshold_mean, other_mean = of("aum_mean", True), of("aum_mean", False)
-    spread = np.sqrt((of("aum_var", False) + of("aum_var", True)) / 2)
+def window_from_rows(rows: pl.DataFrame) -> EpochWindow:
+    """The window rule applied to ``sample_id, is_threshold, epoch, margin`` rows of both groups."""
+    epochs, statistics, other_margin = prefix_statistics(rows)
+    (threshold_mean, threshold_var, threshold_n), (other_mean, other_var, other_n) = statistics
+    spread = np.sqrt((other_var + threshold_var) / 2)
     difference = other_mean - threshold_mean
     with np.errstate(divide="ignore", invalid="ignore"):
         separation = np.where(spread > 0, difference / spread, np.sign(difference) * np.inf)
-    other_margin = of("margin_mean", False)
     learning = other_margin > 0
     floor = int(np.argmax(learning)) if learning.any() else 0
     candidates = np.where(np.isnan(separation) | (np.arange(len(epochs)) < floor), -np.inf, separation)
     peak = int(np.argmax(candidates))
     best = float(candidates[peak])
-    sizes = float(threshold_n[peak]), float(other_n[peak])
-    standard_error = (math.sqrt(1 / sizes[0] + 1 / sizes[1] + best**2 / (2 * sum(sizes)))
+    groups = float(threshold_n[peak]), float(other_n[peak])
+    standard_error = (math.sqrt(1 / groups[0] + 1 / groups[1] + best**2 / (2 * sum(groups)))
                       if math.isfinite(best) else 0.0)
+    within = candidates >= best - standard_error  # never true below the floor
     criterion = pl.DataFrame({"epoch": epochs, "separation": separation, "threshold_aum": threshold_mean,
                               "other_aum": other_mean, "other_margin": other_margin,
-                              "within": candidates >= best - standard_error})  # never true below the floor
+                              "within": within})
     return EpochWindow(range(int(epochs[0]), int(epochs[peak]) + 1), criterion, best, standard_error,
                        int(epochs[floor]), int(threshold_n.max()), int(other_n.max()))
+
+
+def prefix_statistics(rows: pl.DataFrame) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                                                     np.ndarray]:
+    """From ``sample_id, is_threshold, epoch, margin`` rows: the recorded epochs ``e`` (ascending); for the
+    threshold samples and then the others, per ``e`` the mean, population variance and count of ``aum_e(i)``
+    (the mean of sample ``i``'s per-epoch mean margins up to ``e``) over the samples with a record in ``e``;
+    and per ``e`` the other samples' mean margin in that epoch (their learning curve).
+    Vectorised: one ``samples x epochs`` matrix of per-epoch means, cumulated along the epochs."""
+    sample_of = rows["sample_id"].rank("dense").to_numpy().astype(np.int64) - 1
+    epoch_of = rows["epoch"].rank("dense").to_numpy().astype(np.int64) - 1
+    epochs = rows["epoch"].unique().sort().to_numpy()
+    samples = int(sample_of.max()) + 1
+    cells = sample_of * len(epochs) + epoch_of
+    size = samples * len(epochs)
+    sums = np.bincount(cells, weights=rows["margin"].to_numpy().astype(np.float64), minlength=size)
+    counts = np.bincount(cells, minlength=size)
+    present = (counts > 0).reshape(samples, len(epochs))
+    means = np.divide(sums, counts, out=np.zeros(size), where=counts > 0).reshape(present.shape)
+    prefix = np.cumsum(means, axis=1) / np.maximum(np.cumsum(present, axis=1), 1)
+    prefix[~present] = np.nan
+    is_threshold = np.zeros(samples, dtype=bool)
+    is_threshold[sample_of] = rows["is_threshold"].to_numpy()
+    statistics = []
+    for group in (is_threshold, ~is_threshold):
+        values = prefix[group]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an epoch no sample of the group has
+            statistics.append((np.nanmean(values, axis=0), np.nanvar(values, axis=0),
+                               (~np.isnan(values)).sum(0)))
+    others = present[~is_threshold]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        other_margin = (means[~is_threshold] * others).sum(0) / others.sum(0)
+    return epochs, statistics, other_margin
 
 
 def check_epochs_argument(epochs: Epochs) -> None:
