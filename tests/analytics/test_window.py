@@ -214,3 +214,53 @@ def test_cli_prints_the_window_and_takes_auto_all_or_a_range(memorising, tmp_pat
     with pytest.raises(SystemExit, match="1"):
         main(["score", str(path), "--epochs", "last", "--out", str(tmp_path / "x.parquet")])
     assert "expected auto, all or FROM:TO" in capsys.readouterr().err
+
+
+def test_the_window_search_equals_a_per_row_computation(tmp_path) -> None:
+    """The criterion from ``sql/window_search.sql``'s rows (one pass, vectorised prefix statistics) equals the
+    same numbers from the sampled samples' raw records, sample by sample, on a run where every epoch skips a
+    fifth of the samples and logs some twice (per-epoch means first; a sample counts in the epochs it has
+    records in)."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, C, N)
+    targets = threshold_samples(labels, C, seed=4)
+    with Recorder(tmp_path / "run", num_classes=C, with_threshold_class=True) as rec:
+        rec.register_samples(np.arange(N), labels, targets=targets)
+        for epoch in range(12):
+            ids = rng.permutation(N)[: 4 * N // 5]
+            ids = np.concatenate([ids, ids[:7]])
+            logits = rng.normal(0, 1, (len(ids), C + 1)).astype(np.float32)
+            logits[np.arange(len(ids)), labels[ids]] += 0.3 * epoch
+            rec.log(torch.from_numpy(ids), torch.from_numpy(logits), torch.from_numpy(targets[ids]), epoch=epoch)
+    with analytics.open_run(tmp_path / "run") as run:
+        window = choose_window(run.engine, max_samples=30)
+        chosen = run.sql("SELECT sample_id, is_threshold FROM (SELECT sample_id, is_threshold, row_number() OVER "
+                         "(PARTITION BY is_threshold ORDER BY hash(sample_id), sample_id) AS pick FROM samples) "
+                         "WHERE pick <= 30")
+        rows = run.sql("SELECT sample_id, epoch, margin FROM records WHERE sample_id IN (SELECT unnest($ids))",
+                       {"ids": chosen["sample_id"].to_list()})
+    flags = dict(zip(chosen["sample_id"], chosen["is_threshold"], strict=True))
+    samples, epochs = np.unique(rows["sample_id"].to_numpy()), np.unique(rows["epoch"].to_numpy())
+    sums, counts = np.zeros((len(samples), len(epochs))), np.zeros((len(samples), len(epochs)))
+    np.add.at(sums, (np.searchsorted(samples, rows["sample_id"]), np.searchsorted(epochs, rows["epoch"])),
+              rows["margin"].to_numpy().astype(np.float64))
+    np.add.at(counts, (np.searchsorted(samples, rows["sample_id"]), np.searchsorted(epochs, rows["epoch"])), 1)
+    present = counts > 0
+    means = np.where(present, sums / np.maximum(counts, 1), 0.0)
+    prefix = np.where(present, np.cumsum(means, 1) / np.maximum(np.cumsum(present, 1), 1), np.nan)
+    is_threshold = np.array([flags[s] for s in samples])
+    expected = {}
+    for name, group in (("threshold", is_threshold), ("other", ~is_threshold)):
+        expected[f"{name}_aum"] = np.nanmean(prefix[group], 0)
+        expected[f"{name}_var"] = np.nanvar(prefix[group], 0)
+    expected["other_margin"] = np.nanmean(np.where(present, means, np.nan)[~is_threshold], 0)
+    separation = (expected["other_aum"] - expected["threshold_aum"]) / np.sqrt(
+        (expected["other_var"] + expected["threshold_var"]) / 2)
+    assert (~present).any() and (counts > 1).any()  # gaps and repeats exercised
+    criterion = window.criterion
+    for name in ("threshold_aum", "other_aum", "other_margin"):
+        np.testing.assert_allclose(criterion[name].to_numpy(), expected[name], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(criterion["separation"].to_numpy(), separation, rtol=1e-9)
+    assert window.threshold_samples == present[is_threshold].sum(0).max() <= 30  # at most 30 of each
+    assert window.other_samples == present[~is_threshold].sum(0).max() <= 30
+    assert len(samples) == 60
