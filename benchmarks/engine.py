@@ -142,8 +142,8 @@ def main() -> None:
                 start = time.perf_counter()
                 with analytics.open_run(args.run, threads=args.threads, memory_limit=args.memory_limit) as run:
                     scores = run.scores(epochs=epochs)
+                    times.append(time.perf_counter() - start)  # "auto" searched the window inside scores()
                     window = run.epoch_window()
-                times.append(time.perf_counter() - start)
                 assert scores.height == bare_rows == args.samples, (scores.height, bare_rows)
                 del scores
         bare_seconds, score_seconds = statistics.median(bare_times), statistics.median(score_times)
@@ -179,7 +179,7 @@ def main() -> None:
         "peak_rss_gib_after_bare": rss_after_bare,
         "peak_rss_gib": peak_rss_gib(),
         "memory_limit": args.memory_limit,
-        "targets": {"ratio": "<= 2", "auto_ratio": "<= 2.5", "peak_rss_gib": "<= 4"},
+        "targets": {"ratio": "<= 2", "auto_ratio": "<= 1.5", "peak_rss_gib": "<= 4"},
     }
     print(f"{'measure':<34}{'value':>14}")
     print(f"{'rows (samples x epochs)':<34}{result['rows']:>14,}")
