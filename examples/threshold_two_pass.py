@@ -1,4 +1,4 @@
-"""AUM with threshold samples, two passes (Pleiss et al. 2020): each pass moves a disjoint N/C share of the
+"""AUM with threshold samples, two passes (Pleiss et al. 2020): each pass moves a disjoint N/(C+1) share of the
 data to a fake class C; samples are flagged when their AUM is below the threshold samples' 99th percentile.
 
     python examples/threshold_two_pass.py --out runs/two-pass --epochs 30 --noise-rate 0.2
