@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from .conftest import write_scored_run
+from .conftest import NUM_CLASSES, NUM_SAMPLES, write_scored_run
 
 pyspark = pytest.importorskip("pyspark")
 if shutil.which("java") is None:
@@ -89,7 +89,7 @@ def test_tdlog_score_on_a_standalone_cluster_equals_duckdb(cluster, tmp_path) ->
                                  url, "--out", str(tmp_path / "spark.parquet")],
                                 env=env, capture_output=True, text=True, timeout=600)
     assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
-    assert "chosen from 30 threshold samples" in on_cluster.stdout
+    assert f"chosen from {NUM_SAMPLES // (NUM_CLASSES + 1)} threshold samples" in on_cluster.stdout
     local = subprocess.run([sys.executable, "-m", "tdlog", "score", str(run), "--out", str(tmp_path / "duck.parquet")],
                            capture_output=True, text=True, timeout=600)
     assert local.returncode == 0, local.stderr
