@@ -113,9 +113,9 @@ class Run:
     # --- the epoch window ---------------------------------------------------------------------------
     def epoch_window(self, *, split: str = "train") -> EpochWindow | None:
         """The epoch window ``epochs="auto"`` chooses from the threshold samples (None without them): the
-        shortest prefix window of the recorded epochs in which the threshold samples' AUM stands apart from
-        the other samples' as well as in the best one, within its standard error; with the criterion per
-        epoch. See :mod:`tdlog.analytics.window`. Computed once per state of the run."""
+        prefix window of the recorded epochs in which the threshold samples' AUM stands apart best from the
+        other samples', among those that end once the others' mean margin is positive; with the criterion
+        per epoch. See :mod:`tdlog.analytics.window`. Computed once per state of the run."""
         self._refresh()
         key = (self.snapshot.key(), split)
         if key not in self._windows:
