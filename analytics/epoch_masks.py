@@ -27,16 +27,16 @@ def words_for(epochs: int) -> int:
 
 def packed_query(words: int) -> str:
     """``sql/scores_one_pass.sql`` with only the first ``words`` mask words (what a range needs,
-    :func:`words_for`): both
-    engines drop the aggregates nobody selects (measured on DuckDB at 10^8 records of 100 epochs: four words
-    of the eight cost a quarter of the query)."""
+    :func:`words_for`): both engines drop the aggregates nobody selects (measured on DuckDB at 10^8 records
+    of 100 epochs: four words of the eight cost a quarter of the query)."""
     masks = ", ".join(f"{name}_{w}" for w in range(words) for name in ("recorded", "learned"))
     return (f"SELECT sample_id, aum, aul, confidence, variability, correctness, el2n, observations, {masks} "
             f"FROM ({queries.load('scores_one_pass')}) AS packed")
 
 
-def _word_starts(words: np.ndarray) -> np.ndarray:
-    return BITS_PER_WORD * np.arange(len(words), dtype=np.int64)[:, None]
+def _word_starts(words: int) -> np.ndarray:
+    """``(words, 1)``: the position of each word's bit 0."""
+    return BITS_PER_WORD * np.arange(words, dtype=np.int64)[:, None]
 
 
 def popcount(words: np.ndarray) -> np.ndarray:
@@ -46,7 +46,7 @@ def popcount(words: np.ndarray) -> np.ndarray:
 
 def lowest_bit(words: np.ndarray) -> np.ndarray:
     """Position ``BITS_PER_WORD * w + b`` of the lowest set bit per sample; -1 for a sample with none."""
-    lowest = np.bitwise_count((words & -words) - 1).astype(np.int64) + _word_starts(words)
+    lowest = np.bitwise_count((words & -words) - 1).astype(np.int64) + _word_starts(len(words))
     lowest[words == 0] = MAX_EPOCHS
     first = lowest.min(0)
     return np.where(first == MAX_EPOCHS, _NONE, first)
@@ -57,12 +57,12 @@ def highest_bit(words: np.ndarray) -> np.ndarray:
     # frexp gives floor(log2(x)) + 1, exactly while x < 2**53: split each 62-bit word in two 31-bit halves
     upper, lower = words >> 31, words & ((1 << 31) - 1)
     in_word = np.where(upper > 0, np.frexp(upper)[1] + 30, np.frexp(lower)[1] - 1).astype(np.int64)
-    return np.where(words > 0, in_word + _word_starts(words), _NONE).max(0)
+    return np.where(words > 0, in_word + _word_starts(len(words)), _NONE).max(0)
 
 
 def below(positions: np.ndarray, words: int) -> np.ndarray:
     """``(words, n)`` words with every bit under ``positions`` (exclusive) set."""
-    in_word = np.clip(positions - BITS_PER_WORD * np.arange(words, dtype=np.int64)[:, None], 0, BITS_PER_WORD)
+    in_word = np.clip(positions - _word_starts(words), 0, BITS_PER_WORD)
     return (np.int64(1) << in_word) - 1
 
 
