@@ -38,6 +38,7 @@ from sklearn.utils import Bunch
 from torch import nn
 
 from tdlog.demo.digits import inject_noise
+from tdlog.demo.pipeline import run_dirs
 from tdlog.recorder import Recorder, threshold_samples
 
 _spec = importlib.util.spec_from_file_location("detection", Path(__file__).with_name("detection.py"))
@@ -115,7 +116,7 @@ def main() -> None:
             inputs, true = load(name, seed)
             num_classes = int(true.max()) + 1
             noisy = inject_noise(true, rate, model=model, num_classes=num_classes, seed=seed)
-            dirs = [scratch / f"{name}-{model}-{rate}-{seed}" / f"pass{index}" for index in range(2)]
+            dirs = run_dirs(scratch / f"{name}-{model}-{rate}-{seed}", 2)
             for index, run_dir in enumerate(dirs):
                 if not (run_dir / "run.json").exists():
                     targets = threshold_samples(noisy, num_classes, seed=seed, pass_index=index)
