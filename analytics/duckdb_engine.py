@@ -32,6 +32,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from .engine import RESULT_VIEWS
 from .views import duckdb_view_definitions, union_view_definitions
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ class DuckDBEngine:
         self.readable_paths: tuple[str, ...] = ()  # every data file the views read (what a connection we own allows)
         self.id_type = "int64"
         self._definitions: dict[str, str] = {}
+        self._results: dict[str, pa.Table] = {}
 
     def _connect(self, paths: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
         """A new in-memory connection that may open ``paths`` and nothing else (wall 2)."""
@@ -164,6 +166,14 @@ class DuckDBEngine:
     def _create_views(self) -> None:
         for name, select in self._definitions.items():
             self.connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
+        for name, table in self._results.items():
+            self.connection.register(name, table)
+
+    def show_result(self, name: str, frame: pl.DataFrame) -> None:
+        if name not in RESULT_VIEWS:
+            raise ValueError(f"name: expected one of {RESULT_VIEWS}, got {name!r}")
+        self._results[name] = frame.to_arrow()
+        self.connection.register(name, self._results[name])
 
     @property
     def definitions(self) -> dict[str, str]:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .store import RunSnapshot
 
 VIEWS = ("raw_records", "attempts", "records", "unscored", "epoch_stats", "samples")
+RESULT_VIEWS = ("selection",)  # results tdlog computed, shown to SQL by name once computed (Run.select)
 
 
 class Engine(Protocol):
@@ -31,6 +32,10 @@ class Engine(Protocol):
 
     def register(self, snapshot: RunSnapshot) -> None:
         """(Re)create the views ``VIEWS`` over the committed files of ``snapshot``."""
+
+    def show_result(self, name: str, frame: pl.DataFrame) -> None:
+        """Make ``frame`` readable by SQL as the view ``name`` (one of ``RESULT_VIEWS``), replacing an earlier
+        one; it stays while the engine is open, across :meth:`register`."""
 
     def sql(self, query: str, params: Mapping[str, Any] | None = None) -> pl.DataFrame:
         """Run ``query`` (``$name`` parameter markers, values bound, never formatted into the text) and

@@ -51,6 +51,18 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def use_gpu(device: str) -> bool:
+    """Whether FAISS work runs on the GPU for ``device``: ``"auto"`` (when FAISS can use one), ``"cpu"`` or
+    ``"cuda"`` (an error when it cannot)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
+    gpu = gpu_available()
+    if device == "cuda" and not gpu:
+        raise ValueError("device: 'cuda' asked for, but FAISS has no GPU support or sees no GPU "
+                         "(install faiss-gpu-cu12, see the README)")
+    return gpu and device != "cpu"
+
+
 @dataclass
 class ProbeIndex:
     """Exact L2 index over the reference probes' trajectories, on the GPU when FAISS and a GPU allow."""
@@ -64,16 +76,11 @@ class ProbeIndex:
     def build(cls, trajectories: np.ndarray, suites: np.ndarray, *, device: str = "auto") -> ProbeIndex:
         import faiss
 
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
+        gpu = use_gpu(device)
         names = sorted(set(suites.tolist()))
         index = faiss.IndexFlatL2(trajectories.shape[1])
-        gpu = gpu_available()
-        if device == "cuda" and not gpu:
-            raise ValueError("device: 'cuda' asked for, but FAISS has no GPU support or sees no GPU "
-                             "(install faiss-gpu-cu12, see the README)")
         used = "cpu"
-        if gpu and device != "cpu":
+        if gpu:
             index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
             used = "cuda"
         index.add(np.ascontiguousarray(trajectories, dtype=np.float32))

@@ -27,6 +27,8 @@ from .integrity import CheckedFiles
 from .mapd import BLOCK_VALUES, mapd, mapd_accuracy, mapd_epochs
 from .probes import probe_suites
 from .scores import add_flags, real_samples, score_table
+from .selection import METHODS, select
+from .signals import learning_percentage, loss_drop, signal_columns, source_curves
 from .store import RunSnapshot, RunStore, sync_run
 from .threshold import threshold_cutoff
 from .window import AUTO, Epochs, EpochWindow, check_epochs_argument, choose_window, warn_if_memorised
@@ -224,7 +226,9 @@ class Run:
         first_learned_epoch, learned_for_good_epoch, epochs``; ``aum_flagged`` (AUM below the threshold
         cutoff, when the run has threshold samples); ``p_mislabeled, gmm_flagged, weight`` (AUL GMM over the
         real samples); with ``mapd`` (default: when the run has reference probes) the :meth:`mapd` columns
-        ``p_<suite>, mapd_suite`` (``k = mapd_k``) and ``mapd_flagged`` (assigned to ``random_labels``).
+        ``p_<suite>, mapd_suite`` (``k = mapd_k``) and ``mapd_flagged`` (assigned to ``random_labels``); when
+        the run recorded the pre-training pass (split ``"initial"``), ``loss_drop`` and ``learning_percentage``
+        over every recorded epoch (:meth:`loss_drop`, :meth:`learning_percentage`).
         Definitions as in :meth:`aum`, :meth:`aul`, :meth:`data_map`, :meth:`el2n`, :meth:`forgetting`,
         :meth:`threshold_cutoff` and :meth:`gmm`; see :mod:`tdlog.analytics.scores`. Every column but EL2N and
         MAP-D spans ``epochs`` (as in :meth:`aum`: by default the :meth:`epoch_window` when the run has
@@ -238,6 +242,9 @@ class Run:
                                maintain_order="left")
             if "p_random_labels" in table.columns:
                 table = table.with_columns(mapd_flagged=pl.col("mapd_suite") == "random_labels")
+        signals = signal_columns(self.engine, split=split)
+        if signals is not None:
+            table = table.join(signals, on="sample_id", how="left", maintain_order="left")
         return table
 
     def write_scores(self, out: str | os.PathLike, *, epochs: Epochs = AUTO, split: str = "train",
@@ -319,6 +326,63 @@ class Run:
         votes = correction.clean_votes(self.engine, k=k, clean_suite=clean_suite, noisy_suite=noisy_suite,
                                        epochs=epochs, split=split, device=device)
         return correction.training_priority(votes.select("sample_id", "p_clean", "p_target"))
+
+    # --- selecting data -----------------------------------------------------------------------------
+    def loss_drop(self, *, epochs: range | None = None, split: str = "train") -> pl.DataFrame:
+        """Loss drop per sample: ``loss_drop = initial_loss - final_loss``, ``initial_loss`` its mean loss in
+        the first recorded pass (the pre-training pass, split ``"initial"``, when recorded; else the first
+        recorded epoch of ``split``), ``final_loss`` in its last recorded epoch of ``split`` in ``epochs``.
+        Columns ``sample_id, initial_loss, final_loss, loss_drop, final_epoch``. See ``sql/loss_drop.sql``."""
+        self._refresh()
+        return loss_drop(self.engine, epochs=epochs, split=split)
+
+    def learning_percentage(self, *, epochs: range | None = None, split: str = "train") -> pl.DataFrame:
+        """Learning percentage per sample: ``(P_initial - P_first) / (P_initial - P_last)`` with ``P = exp(mean
+        loss)`` in the pre-training pass (split ``"initial"``, required), after the first epoch (the second
+        recorded epoch of ``split``) and in its last recorded epoch; low = learned late. Columns ``sample_id,
+        p_initial, p_first, p_last, learning_percentage``. See ``sql/learning_percentage.sql``."""
+        self._refresh()
+        return learning_percentage(self.engine, epochs=epochs, split=split)
+
+    def source_curves(self, *, column: str = "source", split: str = "train") -> pl.DataFrame:
+        """Loss and accuracy per data source per epoch: for each value of the samples column ``column`` and
+        each recorded epoch of ``split``, ``samples``, ``mean_loss`` and ``accuracy`` (means over the source's
+        real samples of their per-epoch means). See ``sql/source_curves.sql``."""
+        self._refresh()
+        return source_curves(self.engine, column=column, split=split)
+
+    def select(
+        self,
+        budget: int | float,
+        *,
+        method: str = "s2l",
+        source: str | None = None,
+        clusters: int = 100,
+        iterations: int = 20,
+        seed: int = 0,
+        epochs: range | None = None,
+        split: str = "train",
+        device: str = "auto",
+        block_values: int = BLOCK_VALUES,
+    ) -> pl.DataFrame:
+        """Choose ``budget`` samples (a count, or a float share of the selectable samples) of ``split`` by
+        their training dynamics. ``method``: ``"s2l"`` (FAISS k-means with ``clusters`` clusters and
+        ``iterations`` iterations over the loss trajectories, the budget shared equally among the clusters),
+        ``"random"`` (the baseline), ``"loss_drop"`` (the smallest loss drops) or ``"learning_percentage"``
+        (the lowest learning percentages). ``source``: a samples column whose values share the budget equally
+        first. Threshold and probe samples are never selected. ``epochs``: the recorded epochs used (default
+        all). ``seed`` fixes the k-means and the random draws: both engines select the same samples. Returns
+        ``sample_id`` (with ``source``, ``cluster`` or the score) of the selected samples, by ``sample_id``,
+        also readable by :meth:`sql` as the view ``selection``. See :mod:`tdlog.analytics.selection`."""
+        if method not in METHODS:
+            raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+        self._refresh()
+        epoch_list = mapd_epochs(self.engine, epochs=epochs, upto_epoch=None, split=split)
+        chosen = select(self.engine, budget=budget, method=method, source=source, clusters=clusters,
+                        iterations=iterations, seed=seed, epoch_list=epoch_list, split=split, epochs=epochs,
+                        device=device, block_values=block_values)
+        self.engine.show_result("selection", chosen)
+        return chosen
 
     # --- the run itself ------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from tdlog.format import RECORDS_DIR, SAMPLES_DIR
 
-from .engine import VIEWS
+from .engine import RESULT_VIEWS, VIEWS
 from .spark_guard import check_read_only
 from .views import EPOCH_STATS_SELECT, attempt_rows, raw_records_stub, records_select, samples_stub
 
@@ -108,6 +108,11 @@ class SparkEngine:
             frame = self.session.sql(samples_stub(sql_id))
         frame.createOrReplaceTempView("samples")
 
+    def show_result(self, name: str, frame: pl.DataFrame) -> None:
+        if name not in RESULT_VIEWS:
+            raise ValueError(f"name: expected one of {RESULT_VIEWS}, got {name!r}")
+        self.session.createDataFrame(frame.to_arrow()).createOrReplaceTempView(name)
+
     def _attempts_frame(self, attempts: tuple[dict, ...]) -> DataFrame:
         schema = "attempt INT, start_epoch BIGINT, end_epoch BIGINT, world_size INT, started_at STRING"
         return self.session.createDataFrame(attempt_rows(attempts), schema)
@@ -142,5 +147,5 @@ class SparkEngine:
 
     def close(self) -> None:
         """Drop this run's views (the SparkContext stays: it is the caller's)."""
-        for name in reversed(VIEWS):  # a view before the views it reads
+        for name in (*RESULT_VIEWS, *reversed(VIEWS)):  # a view before the views it reads
             self.session.catalog.dropTempView(name)

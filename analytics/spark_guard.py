@@ -8,8 +8,8 @@ every subquery's plan) and refuses, with ``ValueError``, anything outside this l
 - plan nodes of a query (``Project``, ``Filter``, ``Aggregate``, ``Join``, ``Sort``, limits, set operations,
   ``WITH``, windows, generators, hints, inline tables, ``EXPLAIN`` of such a plan): no command, no DDL or
   DML, no ``SET``, no ``CACHE``/``REFRESH``, no ``EXECUTE IMMEDIATE``;
-- relations named by one plain name: a view of the run (:data:`tdlog.analytics.engine.VIEWS`) or a CTE of
-  the query; never a table of the catalog, never a file (``parquet.`/path```);
+- relations named by one plain name: a view of the run (:data:`tdlog.analytics.engine.VIEWS`,
+  ``RESULT_VIEWS``) or a CTE of the query; never a table of the catalog, never a file (``parquet.`/path```);
 - table-valued functions that compute rows (``range``, ``explode``, ``inline``, ``stack``, ...), never one
   that reads files (``read_files``);
 - no reflection (``java_method``, ``reflect``, ``try_reflect``).
@@ -24,7 +24,7 @@ import json
 import re
 from typing import Any
 
-from .engine import VIEWS
+from .engine import RESULT_VIEWS, VIEWS
 
 _LOGICAL = "org.apache.spark.sql.catalyst.plans.logical."
 _ANALYSIS = "org.apache.spark.sql.catalyst.analysis."
@@ -62,7 +62,7 @@ def check_read_only(session: Any, query: str) -> None:
     nodes = list(_nodes(plan))
     ctes = {cte["_1"] for node in nodes if node["class"].endswith(".UnresolvedWith")
             for cte in node.get("cteRelations", []) if isinstance(cte, dict) and _PLAIN_NAME.match(str(cte.get("_1")))}
-    readable = {f"[{name}]" for name in (*VIEWS, *ctes)}
+    readable = {f"[{name}]" for name in (*VIEWS, *RESULT_VIEWS, *ctes)}
     for node in nodes:
         kind = node["class"]
         if not (kind in QUERY_NODES or kind.startswith(_EXPRESSIONS)):

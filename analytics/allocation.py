@@ -1,0 +1,67 @@
+"""Budgets split across groups, and seeded per-sample keys that order the picks inside a group.
+
+Both engines select with these functions, so that a selection depends on the sample ids and the seed alone
+(not on the order in which an engine reads the records).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def sample_keys(ids: Any, seed: int, stream: int = 0) -> np.ndarray:
+    """A uint64 pseudo-random key per sample id, a function of ``(id, seed, stream)`` alone: SplitMix64 of
+    ``id + (seed * 2 + stream + 1) * golden`` for integer ids (stable across versions); Polars' seeded hash for
+    text ids (stable within one Polars version). Sorting by the key is a uniform random order of the ids;
+    ``stream`` gives independent orders for the same seed (0: picks, 1: the k-means training sample)."""
+    values = ids.to_numpy() if isinstance(ids, pl.Series) else np.asarray(ids)
+    if values.dtype.kind not in "iu":
+        return pl.Series(values, dtype=pl.String).hash(seed=seed * 2 + stream + 1).to_numpy()
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64) + np.uint64(seed * 2 + stream + 1) * _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def balanced_counts(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """How many to take from each group of ``sizes`` so that the counts sum to ``budget`` and are as equal
+    as the sizes allow (water filling, as S2L shares its budget): groups in ascending size each take
+    ``min(size, remaining // groups_left)``. A group that is not taken whole gets ``t`` or ``t + 1`` for one
+    ``t`` (balanced within one); groups smaller than ``t`` are taken whole. Ties in size go by group order."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if not 0 <= budget <= int(sizes.sum()):
+        raise ValueError(f"budget: expected 0 to {int(sizes.sum())} samples, got {budget}")
+    counts = np.zeros(len(sizes), dtype=np.int64)
+    remaining = budget
+    order = np.argsort(sizes, kind="stable")
+    for position, group in enumerate(order):
+        counts[group] = min(int(sizes[group]), remaining // (len(order) - position))
+        remaining -= counts[group]
+    return counts
+
+
+def take_lowest(groups: np.ndarray, order_keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Indices of the rows to take: in each group ``g`` (``groups`` holds ``0..G-1`` per row), the ``counts[g]``
+    rows with the lowest ``order_keys`` (ties: the lower row). Sorted ascending."""
+    by_group = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[by_group], np.arange(len(counts) + 1))
+    taken = []
+    for group, count in enumerate(counts):
+        if count:
+            rows = by_group[bounds[group]:bounds[group + 1]]
+            taken.append(rows if count >= len(rows) else _lowest(rows, order_keys[rows], int(count)))
+    return np.sort(np.concatenate(taken)) if taken else np.empty(0, dtype=np.int64)
+
+
+def _lowest(rows: np.ndarray, keys: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` rows with the lowest keys (ties: the lower row), in O(n) with a partition."""
+    cut = np.partition(keys, count - 1)[count - 1]
+    below = rows[keys < cut]
+    at = rows[keys == cut]
+    return np.concatenate([below, np.sort(at)[:count - len(below)]])
