@@ -13,5 +13,6 @@ from .engine import Engine
 from .gmm import GMMResult, fit_gmm
 from .run import Run, open_run
 from .runs import Runs, open_runs
+from .selection import filter_dataset
 
-__all__ = ["Engine", "GMMResult", "Run", "Runs", "fit_gmm", "open_run", "open_runs"]
+__all__ = ["Engine", "GMMResult", "Run", "Runs", "filter_dataset", "fit_gmm", "open_run", "open_runs"]

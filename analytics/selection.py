@@ -148,9 +148,11 @@ def pick(candidates: pl.DataFrame, budget: int | float, *, seed: int, score: str
     source = _codes(candidates["source"]) if "source" in candidates.columns else np.zeros(len(ids), np.int64)
     cluster = candidates["cluster"].to_numpy().astype(np.int64) if "cluster" in candidates.columns \
         else np.zeros(len(ids), np.int64)
-    pairs, groups = np.unique(np.stack([source, cluster], axis=1), axis=0, return_inverse=True)
-    groups = groups.ravel()
-    counts = allocate(pairs[:, 0], np.bincount(groups, minlength=len(pairs)), count)
+    width = int(cluster.max(initial=0)) + 1
+    sizes = np.bincount(source * width + cluster)  # every (source, cluster) cell, in source-then-cluster order
+    present = np.flatnonzero(sizes)
+    groups = (np.cumsum(sizes > 0) - 1)[source * width + cluster]
+    counts = allocate(present // width, sizes[present], count)
     if score is None:
         order = sample_keys(ids, seed)
     else:
@@ -215,4 +217,25 @@ def candidates_of(engine: Engine, *, method: str, epoch_list: list[int], split: 
     else:
         signal = loss_drop if method == "loss_drop" else learning_percentage
         table = signal(engine, epochs=epochs, split=split).select("sample_id", RANKED[method])
-    return table.filter(~pl.col("sample_id").is_in(pl.Series(excluded_ids(engine), dtype=table["sample_id"].dtype)))
+    excluded = pl.Series(excluded_ids(engine), dtype=table["sample_id"].dtype)
+    return table.filter(~pl.col("sample_id").is_in(excluded.implode()))
+
+
+def filter_dataset(dataset: Any, selection: pl.DataFrame, *, id_column: str | None = "sample_id") -> Any:
+    """The selected rows of a ``datasets.Dataset``, in the dataset's order: those whose ``id_column`` (the
+    ids the recorder logged, e.g. the column :func:`tdlog.recorder.integrations.huggingface.add_sample_ids`
+    adds) is a ``sample_id`` of ``selection``; with ``id_column=None`` the ids are row positions."""
+    ids = selection["sample_id"]
+    if id_column is None:
+        if not ids.dtype.is_integer():
+            raise TypeError(f"id_column: row positions need integer sample ids, got {ids.dtype}")
+        rows = np.sort(ids.to_numpy())
+        if len(rows) and (rows[0] < 0 or rows[-1] >= len(dataset)):
+            raise ValueError(f"selection: expected row positions 0 to {len(dataset) - 1}, got "
+                             f"{int(rows[0])} to {int(rows[-1])}")
+        return dataset.select(rows)
+    if id_column not in dataset.column_names:
+        raise ValueError(f"id_column: expected a column of the dataset ({', '.join(dataset.column_names)}), "
+                         f"got {id_column!r} (None: the ids are row positions)")
+    column = pl.Series(dataset.data.column(id_column))
+    return dataset.select(np.flatnonzero(column.is_in(ids.cast(column.dtype, strict=False).implode()).to_numpy()))

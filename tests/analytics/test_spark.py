@@ -180,3 +180,18 @@ def test_the_one_pass_scores_equal_scores_sql_on_spark(gappy_run, spark, tmp_pat
     from_files = pl.read_parquet(tmp_path / "scores.parquet" / "*.parquet")
     assert written == from_files.height == fast.height
     _same(fast.select(exact.columns), from_files.select(exact.columns))
+
+
+def test_selection_and_its_signals_equal_duckdb(tmp_path, spark) -> None:
+    from .test_selection import write_run as write_selection_run
+
+    write_selection_run(tmp_path / "run", thresholds=20, repeat_every=9)
+    with analytics.open_run(tmp_path / "run") as duck, \
+            analytics.open_run(tmp_path / "run", engine="spark", spark=spark) as on_spark:
+        for arguments in ({"method": "s2l", "clusters": 5, "source": "source", "seed": 4},
+                          {"method": "random", "seed": 1}, {"method": "learning_percentage", "source": "source"}):
+            chosen = on_spark.select(0.15, **arguments)
+            assert_frame_equal(chosen, duck.select(0.15, **arguments), **CLOSE)
+        assert on_spark.sql("SELECT count(*) AS n FROM selection")["n"].item() == chosen.height
+        _same(duck.loss_drop(), on_spark.loss_drop())
+        assert_frame_equal(on_spark.source_curves(), duck.source_curves(), **CLOSE)
