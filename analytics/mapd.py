@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 
 BLOCK_VALUES = 1 << 27  # trajectory values (samples x epochs) held at a time by default: 512 MiB of float32
+FILL_ROWS = 1 << 16  # rows checked and forward-filled at a time
 SPARSE_IDS = 4  # id ranges more than this many times the number of samples are read sorted instead
 
 
@@ -94,16 +95,20 @@ def _id_range_block(connection, params, epochs: list[int], low: int, high: int) 
         matrix[cells] = losses
         observations += len(cells)
     matrix = matrix.reshape(-1, width)
-    missing = np.isnan(matrix)
-    if matrix.size - int(np.count_nonzero(missing)) != observations:  # repeats (or NaN losses): exact means
+    filled, recorded = 0, np.ones(len(matrix), dtype=bool)
+    for start in range(0, len(matrix), FILL_ROWS):  # a chunk at a time: no temporary the size of the block
+        part = matrix[start:start + FILL_ROWS]
+        missing = np.isnan(part)
+        filled += part.size - int(np.count_nonzero(missing))
+        recorded[start:start + FILL_ROWS] = ~missing.all(1)
+        forward_fill(part, missing)
+    if filled != observations:  # repeats (or NaN losses): exact means
         blocks = list(_sorted_blocks(connection, range_params, epochs, 1 << 20, False))
         if not blocks:
             return pl.Series("sample_id", [], pl.Int64), np.empty((0, width), dtype=np.float32)
         return pl.concat([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
-    rows = np.flatnonzero(~missing.all(1))
-    if len(rows) < len(matrix):
-        matrix, missing = matrix[rows], missing[rows]
-    return pl.Series("sample_id", rows + low), forward_fill(matrix, missing)
+    rows = np.flatnonzero(recorded)
+    return pl.Series("sample_id", rows + low), matrix if len(rows) == len(matrix) else matrix[rows]
 
 
 def _sorted_blocks(connection, params, epochs: list[int], batch_rows: int,

@@ -145,13 +145,14 @@ def pick(candidates: pl.DataFrame, budget: int | float, *, seed: int, score: str
     :func:`~tdlog.analytics.allocation.sample_keys`."""
     count = budget_count(budget, candidates.height)
     ids = candidates["sample_id"].to_numpy()
-    source = _codes(candidates["source"]) if "source" in candidates.columns else np.zeros(len(ids), np.int64)
-    cluster = candidates["cluster"].to_numpy().astype(np.int64) if "cluster" in candidates.columns \
-        else np.zeros(len(ids), np.int64)
-    width = int(cluster.max(initial=0)) + 1
-    sizes = np.bincount(source * width + cluster)  # every (source, cluster) cell, in source-then-cluster order
+    groups = candidates["cluster"].to_numpy() if "cluster" in candidates.columns else np.zeros(len(ids), np.int32)
+    width = int(groups.max(initial=0)) + 1
+    if "source" in candidates.columns:
+        groups = _codes(candidates["source"]) * width + groups  # (source, cluster) cells, source first
+    sizes = np.bincount(groups, minlength=width)
     present = np.flatnonzero(sizes)
-    groups = (np.cumsum(sizes > 0) - 1)[source * width + cluster]
+    if len(present) < len(sizes):  # number the non-empty cells 0..G-1, in the same order
+        groups = (np.cumsum(sizes > 0) - 1)[groups]
     counts = allocate(present // width, sizes[present], count)
     if score is None:
         order = sample_keys(ids, seed)

@@ -11,7 +11,11 @@ measures, each in a fresh process, interleaved ``--repeats`` times (this machine
 2. ``select``: ``open_run(run).select(budget, method="s2l", clusters=K)``: reading the records, the
    training sample, k-means, the assignment in blocks, the balanced draw, the selection as a table.
 
-Reports the median wall times, their ratio, every pair's ratio, and each process's peak RSS; writes JSON.
+3. ``read``: a bare DuckDB read of the same records' ``sample_id, epoch, loss`` into Arrow
+   (``read_parquet`` over the files, no tdlog): the floor any selection pays to get the trajectories off disk,
+   which ``bare`` does not include.
+
+Reports the median wall times, their ratios, every pair's ratio, and each process's peak RSS; writes JSON.
 
 Usage: python benchmarks/select.py [--samples 10000000] [--epochs 10] [--clusters 100] [--budget 0.1]
                                    [--repeats 3] [--run DIR] [--small]
@@ -85,6 +89,18 @@ def measure_bare(run: Path, clusters: int) -> dict:
     return {"seconds": seconds, "rows": len(assigned), "peak_rss_gib": peak_rss_gib()}
 
 
+def measure_read(run: Path) -> dict:
+    import duckdb
+
+    start = time.perf_counter()
+    rows = 0
+    query = (f"SELECT sample_id, epoch, loss FROM read_parquet('{run}/records/*/*/*.parquet', "
+             "hive_partitioning = true)")
+    for batch in duckdb.connect().sql(query).to_arrow_reader(1 << 20):
+        rows += batch.num_rows
+    return {"seconds": time.perf_counter() - start, "rows": rows, "peak_rss_gib": peak_rss_gib()}
+
+
 def measure_select(run: Path, clusters: int, budget: float) -> dict:
     import tdlog.analytics as analytics
 
@@ -112,12 +128,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--small", action="store_true", help="1,000,000 examples (a quick check)")
     parser.add_argument("--run", type=Path, default=None, help="reuse (or keep) the synthetic run here")
-    parser.add_argument("--measure", choices=("bare", "select"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=("bare", "read", "select"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/select.json"))
     args = parser.parse_args()
     if args.measure:
-        measure = measure_bare(args.run, args.clusters) if args.measure == "bare" else \
-            measure_select(args.run, args.clusters, args.budget)
+        measures = {"bare": lambda: measure_bare(args.run, args.clusters), "read": lambda: measure_read(args.run),
+                    "select": lambda: measure_select(args.run, args.clusters, args.budget)}
+        measure = measures[args.measure]()
         print(json.dumps(measure))
         return
     if args.small:
@@ -131,9 +148,10 @@ def main() -> None:
         write_seconds = None
         if not (args.run / "run.json").exists():
             write_seconds = write_run(args.run, args.samples, args.epochs)
-        bare, chosen = [], []
+        bare, read, chosen = [], [], []
         for _ in range(args.repeats):
             bare.append(child("bare", args.run, args.clusters, args.budget))
+            read.append(child("read", args.run, args.clusters, args.budget))
             chosen.append(child("select", args.run, args.clusters, args.budget))
     finally:
         if scratch is not None:
@@ -141,6 +159,7 @@ def main() -> None:
 
     bare_seconds = statistics.median(m["seconds"] for m in bare)
     select_seconds = statistics.median(m["seconds"] for m in chosen)
+    read_seconds = statistics.median(m["seconds"] for m in read)
     assert all(m["rows"] == round(args.budget * args.samples) for m in chosen), chosen
     result = {
         "machine": f"{platform.machine()} cores {len(__import__('os').sched_getaffinity(0))}",
@@ -153,6 +172,11 @@ def main() -> None:
         "select_seconds": select_seconds,
         "ratio_select_vs_bare": select_seconds / bare_seconds,
         "ratios_each": [s["seconds"] / b["seconds"] for s, b in zip(chosen, bare, strict=True)],
+        "read_seconds": read_seconds,
+        "ratio_select_vs_read_plus_bare": select_seconds / (read_seconds + bare_seconds),
+        "ratios_vs_read_plus_bare_each": [s["seconds"] / (r["seconds"] + b["seconds"])
+                                          for s, r, b in zip(chosen, read, bare, strict=True)],
+        "read_each": read,
         "bare_each": bare,
         "select_each": chosen,
         "select_peak_rss_gib": max(m["peak_rss_gib"] for m in chosen),
@@ -166,6 +190,10 @@ def main() -> None:
     print(f"{'ratio of the medians':<40}{result['ratio_select_vs_bare']:>13.2f}x")
     each = " ".join(f"{r:.2f}" for r in result["ratios_each"])
     print(f"{'ratio of each pair':<40}{each:>14}")
+    print(f"{'bare DuckDB read of the records (s)':<40}{read_seconds:>14.2f}")
+    print(f"{'select vs read + bare k-means':<40}{result['ratio_select_vs_read_plus_bare']:>13.2f}x")
+    each = " ".join(f"{r:.2f}" for r in result["ratios_vs_read_plus_bare_each"])
+    print(f"{'  each':<40}{each:>14}")
     print(f"{'select peak RSS (GiB)':<40}{result['select_peak_rss_gib']:>14.2f}")
     print(f"{'bare peak RSS (GiB, matrix in memory)':<40}{result['bare_peak_rss_gib']:>14.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,18 @@ def _score_epochs(text: str) -> range | str | None:
             from None
 
 
+def _budget(text: str) -> int | float:
+    """``--budget``: a count (``1000``) or a share of the samples (``0.1``)."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a count such as 1000 or a share such as 0.1, got {text!r}") \
+                from None
+
+
 def _param(text: str) -> tuple[str, object]:
     """``name=value``; the value is read as JSON when it parses (numbers), else kept as text."""
     name, sep, value = text.partition("=")
@@ -114,6 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
     mapd.add_argument("--corrected-labels", type=Path, metavar="FILE",
                       help="soft labels p_clean*onehot(label) + p_noisy*onehot(prediction), .parquet or .json")
     mapd.add_argument("--priority", type=Path, metavar="FILE", help="training priority (p_clean + 1 - p_target)/2")
+
+    select = run_command("select", "choose a subset of the data by its training dynamics (S2L clusters of the loss "
+                         "trajectories, loss drop, learning percentage, or random)")
+    select.add_argument("--budget", type=_budget, required=True,
+                        help="samples to keep: a count (1000) or a share (0.1)")
+    select.add_argument("--method", choices=("s2l", "random", "loss_drop", "learning_percentage"), default="s2l",
+                        help="s2l (default): k-means on the loss trajectories, the budget shared equally among the "
+                             "clusters; random: the baseline; loss_drop: the smallest drops from the first pass; "
+                             "learning_percentage: learned latest (needs the split 'initial')")
+    select.add_argument("--source", default=None, help="samples column whose values share the budget equally first")
+    select.add_argument("--clusters", type=int, default=100, help="k-means clusters (default 100)")
+    select.add_argument("--iterations", type=int, default=20, help="k-means iterations (default 20)")
+    select.add_argument("--seed", type=int, default=0, help="seed of the k-means and the random draws (default 0)")
+    select.add_argument("--epochs", type=_epoch_range, default=None, help="FROM:TO epoch range (default: all)")
+    select.add_argument("--split", default="train", help="split (default train)")
+    select.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="FAISS device")
+    select.add_argument("--out", type=Path, required=True,
+                        help="the selected samples: selected.parquet (or .csv, .json), or ids.txt (one id per line)")
 
     report = run_command("report", "self-contained interactive HTML report (--static: PNG plots)")
     report.add_argument("--out", type=Path, default=None,
@@ -286,6 +316,20 @@ def _mapd(args: argparse.Namespace) -> None:
                 print(f"wrote {frame.height} samples to {write_frame(frame, path, argument=argument)}")
 
 
+def _select(args: argparse.Namespace) -> None:
+    from tdlog.analytics.export import FORMATS, write_frame, write_index_list
+
+    if args.out.suffix.lower() not in (*FORMATS, ".txt"):
+        raise ValueError(f"--out: expected a file name ending in one of {(*FORMATS, '.txt')}, got {str(args.out)!r}")
+    with _open(args) as run:
+        chosen = run.select(args.budget, method=args.method, source=args.source, clusters=args.clusters,
+                            iterations=args.iterations, seed=args.seed, epochs=args.epochs, split=args.split,
+                            device=args.device)
+    written = write_index_list(chosen["sample_id"], args.out) if args.out.suffix.lower() == ".txt" else \
+        write_frame(chosen, args.out, argument="--out")
+    print(f"wrote {chosen.height} samples selected by {args.method} to {written}")
+
+
 def _report(args: argparse.Namespace) -> None:
     from tdlog.analytics.report import write_report
 
@@ -298,7 +342,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"info": _info, "verify": _verify, "sql": _sql, "score": _score, "export": _export, "mapd": _mapd,
-            "report": _report}
+            "select": _select, "report": _report}
 
 
 def _spark_errors(args: argparse.Namespace) -> tuple[type[Exception], ...]:

@@ -211,3 +211,21 @@ def test_bad_selection_arguments_are_named(tmp_path, arguments, error, message) 
     write_run(tmp_path / "run")
     with analytics.open_run(tmp_path / "run") as run, pytest.raises(error, match=message):
         run.select(**arguments)
+
+
+def test_cli_select_writes_the_selection(tmp_path, capsys) -> None:
+    from tdlog.cli import main
+
+    write_run(tmp_path / "run")
+    assert main(["select", str(tmp_path / "run"), "--budget", "0.1", "--method", "s2l", "--clusters", "5",
+                 "--source", "source", "--out", str(tmp_path / "chosen.parquet")]) == 0
+    assert "wrote 60 samples selected by s2l" in capsys.readouterr().out
+    written = pl.read_parquet(tmp_path / "chosen.parquet")
+    with analytics.open_run(tmp_path / "run") as run:
+        assert written.equals(run.select(0.1, method="s2l", clusters=5, source="source"))
+    assert main(["select", str(tmp_path / "run"), "--budget", "25", "--method", "random",
+                 "--out", str(tmp_path / "ids.txt")]) == 0
+    assert len((tmp_path / "ids.txt").read_text().split()) == 25
+    assert main(["select", str(tmp_path / "run"), "--budget", "25", "--out", str(tmp_path / "ids.xlsx")]) == 1
+    assert "--out: expected a file name ending in one of ('.parquet', '.csv', '.json', '.txt')" in \
+        capsys.readouterr().err
