@@ -4,7 +4,8 @@ and the table lists those samples, a button saves their ids as CSV; filter by cl
 
 Plots: the data map (confidence x variability, coloured by flag or by correctness), the AUM histogram with
 the threshold cutoff, the AUL histogram with both GMM components, forgetting events, the epoch-window
-criterion, MAP-D trajectories and held-out confusion, and the most suspicious samples. At most
+criterion, MAP-D trajectories and held-out confusion, the loss and accuracy per data source (samples column
+``source``), and the most suspicious samples. At most
 ``max_points`` samples are drawn: every flagged sample and a seeded uniform sample of the others (the page
 says so); the histograms count every sample.
 """
@@ -263,6 +264,8 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
         plots.append(criterion)
     if "mapd_suite" in scores.columns:
         plots.extend(_mapd_plots(run, scores, split, figure))
+    if "source" in scores.columns:
+        plots.extend(_source_plots(run, split, figure))
 
     listed = (*TABLE_COLUMNS, "text") if text is not None else TABLE_COLUMNS
     table_source = ColumnDataSource({name: [] for name in listed}, name="selection")
@@ -304,6 +307,29 @@ def write_interactive_report(run: Run, path: str | os.PathLike, *, split: str = 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _source_plots(run: Run, split: str, figure) -> list:
+    """Per data source (samples column ``source``, :meth:`~tdlog.analytics.run.Run.source_curves`): the mean
+    loss and the accuracy per epoch, a line per source (a legend up to ten sources; hover names the line)."""
+    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.palettes import Category10
+
+    curves = run.source_curves(split=split)
+    groups = list(curves.group_by("source", maintain_order=True))
+    plots = []
+    for column, label, name in (("mean_loss", "mean loss", "source_loss"), ("accuracy", "accuracy", "source_accuracy")):
+        plot = figure(title=f"Per source: {label}", width=460, height=300, x_axis_label="epoch", y_axis_label=label,
+                      tools="pan,wheel_zoom,reset", name=name)
+        for index, ((source,), part) in enumerate(groups):
+            line = ColumnDataSource({"epoch": part["epoch"].to_numpy(), "value": part[column].to_numpy(),
+                                     "samples": part["samples"].to_numpy(), "source": [str(source)] * part.height},
+                                    name=f"{name}:{source}")
+            legend = {"legend_label": str(source)} if len(groups) <= 10 else {}
+            plot.line("epoch", "value", source=line, color=Category10[10][index % 10], line_width=2, **legend)
+        plot.add_tools(HoverTool(tooltips="@source: epoch @epoch, @value{0.000} (@samples samples)"))
+        plots.append(plot)
+    return plots
 
 
 def _mapd_plots(run: Run, scores: pl.DataFrame, split: str, figure) -> list:

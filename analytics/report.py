@@ -4,7 +4,8 @@ network, no script).
 
 Static sections, each shown when the run has what it needs: AUM histogram with the threshold cutoff, AUL histogram
 with both GMM components, data map, forgetting events, MAP-D mean loss trajectories per probe suite and the
-held-out confusion matrix, and a gallery of the most suspicious samples (images from a samples column
+held-out confusion matrix, loss and accuracy per data source (samples column ``source``), and a gallery of
+the most suspicious samples (images from a samples column
 ``image``: a flat list of ``h * h`` grey levels, or ``image_path``: an image file).
 """
 
@@ -146,6 +147,21 @@ def mapd_trajectories(trajectories: pl.DataFrame) -> Figure:
     return figure
 
 
+def source_curves(curves: pl.DataFrame) -> Figure:
+    """Mean loss and accuracy per epoch of each data source (:meth:`~tdlog.analytics.run.Run.source_curves`)."""
+    figure = Figure(figsize=(10, 3.5))
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    groups = list(curves.group_by("source", maintain_order=True))
+    for (source,), part in groups:
+        loss_axes.plot(part["epoch"], part["mean_loss"], label=str(source))
+        accuracy_axes.plot(part["epoch"], part["accuracy"], label=str(source))
+    loss_axes.set(xlabel="epoch", ylabel="mean loss", title="Per source: mean loss")
+    accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title="Per source: accuracy")
+    if len(groups) <= 10:
+        loss_axes.legend()
+    return figure
+
+
 def confusion_matrix(confusion: pl.DataFrame) -> Figure:
     """Held-out probes: rows = true suite, columns = MAP-D assignment, shares per row."""
     suites = confusion["probe"].to_list()
@@ -235,6 +251,8 @@ def write_report(run: Run, path: str | os.PathLike, *, split: str = "train", gal
             + (_img(confusion_matrix(confusion), "MAP-D confusion matrix") + html_table(confusion) if confusion.height
                else "<p>No held-out probes: no confusion matrix.</p>")
         )
+    if "source" in scores.columns:
+        sections["Per data source"] = _img(source_curves(run.source_curves(split=split)), "loss per source")
     sections.update(_gallery_section(run, scores, split, gallery_size))
     body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections.items())
     heading = html.escape(title or f"tdlog report: {run.location}")

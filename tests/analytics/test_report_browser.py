@@ -215,7 +215,7 @@ def text_report(tmp_path_factory) -> Path:
     controls = np.arange(count) % 10 == 0
     wrong = np.arange(count) % 10 == 5
     with Recorder(path, num_classes=40) as rec:
-        rec.register_samples(np.arange(count), controls=controls,
+        rec.register_samples(np.arange(count), controls=controls, source=[f"set{i % 3}" for i in range(count)],
                              prompt=[f"what follows w{i}?" for i in range(count)],
                              completion=[f" w{i + (7 if bad else 1)}, \"quoted\"" for i, bad in enumerate(wrong)])
         for epoch in range(6):
@@ -255,4 +255,13 @@ def test_text_report_shows_and_exports_each_examples_text(browser, text_report) 
     assert exported.columns == ["sample_id", "text"] and exported.height == len(page.evaluate(SELECTED))
     first = exported.row(0, named=True)
     assert first["text"].startswith(f"what follows w{first['sample_id']}? → ") and first["text"].endswith('"quoted"')
+    # the per-source plots: one line per source, the values of run.source_curves()
+    with analytics.open_run(text_report.parent / "run") as run:
+        curves = run.source_curves()
+    for name in ("set0", "set1", "set2"):
+        drawn = page.evaluate(f"() => Array.from(Bokeh.documents[0].get_model_by_name('source_loss:{name}')"
+                              ".data.value)")
+        expected = curves.filter(pl.col("source") == name).sort("epoch")["mean_loss"].to_list()
+        np.testing.assert_allclose(drawn, expected, rtol=1e-12)
+    assert non_blank_canvases(page) >= 7  # data map, AUM, AUL, forgetting, window, loss and accuracy per source
     assert report.errors == []

@@ -229,3 +229,13 @@ def test_cli_select_writes_the_selection(tmp_path, capsys) -> None:
     assert main(["select", str(tmp_path / "run"), "--budget", "25", "--out", str(tmp_path / "ids.xlsx")]) == 1
     assert "--out: expected a file name ending in one of ('.parquet', '.csv', '.json', '.txt')" in \
         capsys.readouterr().err
+
+
+def test_static_report_draws_the_per_source_curves(tmp_path) -> None:
+    from tdlog.analytics.report import write_report
+
+    write_run(tmp_path / "run")
+    with analytics.open_run(tmp_path / "run") as run:
+        page = write_report(run, tmp_path / "report.html", static=True).read_text()
+    section = page.split("<h2>Per data source</h2>")[1]
+    assert section.startswith('<img alt="loss per source" src="data:image/png;base64,')
