@@ -27,7 +27,7 @@ from .integrity import CheckedFiles
 from .mapd import BLOCK_VALUES, mapd, mapd_accuracy, mapd_epochs
 from .probes import probe_suites
 from .scores import add_flags, real_samples, score_table
-from .selection import METHODS, select
+from .selection import check_selection_arguments, select
 from .signals import learning_percentage, loss_drop, signal_columns, source_curves
 from .store import RunSnapshot, RunStore, sync_run
 from .threshold import threshold_cutoff
@@ -374,8 +374,7 @@ class Run:
         all). ``seed`` fixes the k-means and the random draws: both engines select the same samples. Returns
         ``sample_id`` (with ``source``, ``cluster`` or the score) of the selected samples, by ``sample_id``,
         also readable by :meth:`sql` as the view ``selection``. See :mod:`tdlog.analytics.selection`."""
-        if method not in METHODS:
-            raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+        check_selection_arguments(method, clusters, iterations)
         self._refresh()
         epoch_list = mapd_epochs(self.engine, epochs=epochs, upto_epoch=None, split=split)
         chosen = select(self.engine, budget=budget, method=method, source=source, clusters=clusters,

@@ -56,6 +56,7 @@ def record_proxy(path: Path, inputs: torch.Tensor, labels: torch.Tensor, *, epoc
 
 def test_accuracy(rows: np.ndarray, inputs, labels, split, *, epochs: int, seed: int) -> float:
     """A fresh CNN trained on ``rows`` for the steps ``epochs`` full-data epochs take; clean test accuracy."""
+    rows = torch.from_numpy(np.array(rows, dtype=np.int64))  # a writable copy (the ids come read-only)
     equal_steps = math.ceil(epochs * len(labels) / len(rows))
     model = train_classifier(inputs[rows], labels[rows], num_outputs=NUM_CLASSES, epochs=equal_steps, seed=seed)
     return accuracy(model, split.test_inputs, split.test_labels, NUM_CLASSES)

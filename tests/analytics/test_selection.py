@@ -239,3 +239,23 @@ def test_static_report_draws_the_per_source_curves(tmp_path) -> None:
         page = write_report(run, tmp_path / "report.html", static=True).read_text()
     section = page.split("<h2>Per data source</h2>")[1]
     assert section.startswith('<img alt="loss per source" src="data:image/png;base64,')
+
+
+def test_text_ids_select_exactly_and_reproducibly(tmp_path) -> None:
+    ids = [f"ex-{i:04d}" for i in range(300)]
+    generator = torch.Generator().manual_seed(3)
+    with Recorder(tmp_path / "run", num_classes=2) as rec:
+        rec.register_samples(ids, torch.zeros(300, dtype=torch.long),
+                             source=["a" if i < 100 else "b" for i in range(300)])
+        for epoch in range(4):
+            logits = torch.randn(300, 2, generator=generator)
+            logits[:, 0] += torch.arange(300) % 3 * epoch
+            rec.log(ids, logits, torch.zeros(300, dtype=torch.long), epoch=epoch)
+    with analytics.open_run(tmp_path / "run") as run:
+        chosen = run.select(30, method="s2l", clusters=3, source="source", seed=7)
+        again = run.select(30, method="s2l", clusters=3, source="source", seed=7, block_values=40)
+        draws = [run.select(30, method="random", seed=seed)["sample_id"] for seed in (8, 8, 9)]
+    assert chosen.height == 30 and chosen.equals(again)  # two passes (blocks of 10 samples) = one
+    assert chosen.group_by("source").len().sort("source")["len"].to_list() == [15, 15]
+    assert set(chosen["sample_id"].to_list()) <= set(ids)
+    assert draws[0].equals(draws[1]) and not draws[0].equals(draws[2])
