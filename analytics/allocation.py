@@ -22,11 +22,16 @@ def sample_keys(ids: Any, seed: int, stream: int = 0) -> np.ndarray:
     values = ids.to_numpy() if isinstance(ids, pl.Series) else np.asarray(ids)
     if values.dtype.kind not in "iu":
         return pl.Series(values, dtype=pl.String).hash(seed=seed * 2 + stream + 1).to_numpy()
+    z = values.astype(np.uint64)  # a copy, updated in place (two arrays in all: no temporary per step)
+    shifted = np.empty_like(z)
     with np.errstate(over="ignore"):
-        z = values.astype(np.uint64) + np.uint64(seed * 2 + stream + 1) * _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        z += np.uint64(seed * 2 + stream + 1) * _GOLDEN
+        for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None)):
+            np.right_shift(z, np.uint64(shift), out=shifted)
+            z ^= shifted
+            if multiplier is not None:
+                z *= np.uint64(multiplier)
+    return z
 
 
 def balanced_counts(sizes: np.ndarray, budget: int) -> np.ndarray:

@@ -16,6 +16,9 @@ measures, each in a fresh process, interleaved ``--repeats`` times (this machine
    which ``bare`` does not include.
 
 Reports the median wall times, their ratios, every pair's ratio, and each process's peak RSS; writes JSON.
+The child processes inherit the environment: ``NUMPY_MADVISE_HUGEPAGE=0`` stops NumPy asking for transparent
+huge pages, which on kernels that compact memory for them on first touch (THP ``defrag=madvise``) makes
+every large fresh array slow to fill (the JSON records the setting).
 
 Usage: python benchmarks/select.py [--samples 10000000] [--epochs 10] [--clusters 100] [--budget 0.1]
                                    [--repeats 3] [--run DIR] [--small]
@@ -30,6 +33,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
@@ -162,7 +166,8 @@ def main() -> None:
     read_seconds = statistics.median(m["seconds"] for m in read)
     assert all(m["rows"] == round(args.budget * args.samples) for m in chosen), chosen
     result = {
-        "machine": f"{platform.machine()} cores {len(__import__('os').sched_getaffinity(0))}",
+        "machine": f"{platform.machine()} cores {len(os.sched_getaffinity(0))}",
+        "NUMPY_MADVISE_HUGEPAGE": os.environ.get("NUMPY_MADVISE_HUGEPAGE"),
         "samples": args.samples,
         "epochs": args.epochs,
         "clusters": args.clusters,

@@ -12,6 +12,7 @@ import torch
 
 import tdlog.analytics as analytics
 from tdlog.analytics.allocation import balanced_counts, sample_keys
+from tdlog.analytics.probes import gpu_available
 from tdlog.recorder import Recorder
 
 CLASSES = 4
@@ -259,3 +260,25 @@ def test_text_ids_select_exactly_and_reproducibly(tmp_path) -> None:
     assert chosen.group_by("source").len().sort("source")["len"].to_list() == [15, 15]
     assert set(chosen["sample_id"].to_list()) <= set(ids)
     assert draws[0].equals(draws[1]) and not draws[0].equals(draws[2])
+
+
+def test_device_cuda_without_a_gpu_is_named_and_cpu_is_the_fallback(tmp_path) -> None:
+    write_run(tmp_path / "run")
+    with analytics.open_run(tmp_path / "run") as run:
+        on_cpu = run.select(0.2, method="s2l", clusters=6, device="cpu")
+        if not gpu_available():
+            assert run.select(0.2, method="s2l", clusters=6).equals(on_cpu)  # "auto" falls back to the CPU
+            with pytest.raises(ValueError, match="device: 'cuda' asked for, but FAISS has no GPU support"):
+                run.select(0.2, method="s2l", clusters=6, device="cuda")
+
+
+@pytest.mark.skipif(not gpu_available(), reason="needs FAISS with GPU support and a GPU")
+def test_s2l_on_the_gpu_picks_the_same_budget_per_cluster(tmp_path) -> None:
+    write_run(tmp_path / "run", samples=3000)
+    with analytics.open_run(tmp_path / "run") as run:
+        on_gpu = run.select(0.2, method="s2l", clusters=6, device="cuda")
+        on_cpu = run.select(0.2, method="s2l", clusters=6, device="cpu")
+    assert on_gpu.height == on_cpu.height == 600
+    # GPU k-means sums in another order: clusters may be numbered or drawn differently, the shares may not
+    assert sorted(on_gpu.group_by("cluster").len()["len"].to_list()) == \
+        sorted(on_cpu.group_by("cluster").len()["len"].to_list())
