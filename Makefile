@@ -27,6 +27,7 @@ bench: $(STAMP)  # quick sizes; see the README for the full-size commands
 	$(BIN)/python benchmarks/recorder.py
 	$(BIN)/python benchmarks/engine.py --small
 	$(BIN)/python benchmarks/mapd.py --small
+	$(BIN)/python benchmarks/select.py --small --repeats 1
 	$(BIN)/python benchmarks/spark.py --small
 	$(BIN)/python benchmarks/integrations.py --pairs 1
 
