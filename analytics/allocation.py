@@ -72,3 +72,37 @@ def _lowest(rows: np.ndarray, keys: np.ndarray, count: int) -> np.ndarray:
     below = rows[keys < cut]
     at = rows[keys == cut]
     return np.concatenate([below, np.sort(at)[:count - len(below)]])
+
+
+def budget_count(budget: int | float, candidates: int) -> int:
+    """``budget`` as a number of samples: an int (at most ``candidates``) or a share in ``(0, 1]`` of the
+    ``candidates`` (rounded to the nearest count)."""
+    if isinstance(budget, bool) or not isinstance(budget, int | float):
+        raise TypeError(f"budget: expected an int count or a float share, got {type(budget).__name__}")
+    if isinstance(budget, float):
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f"budget: expected a share in (0, 1], got {budget}")
+        return round(budget * candidates)
+    if not 0 <= budget <= candidates:
+        raise ValueError(f"budget: expected 0 to {candidates} samples (the selectable ones), got {budget}")
+    return budget
+
+
+def allocate(group_source: np.ndarray, group_sizes: np.ndarray, budget: int) -> np.ndarray:
+    """How many to take from each ``(source, cluster)`` group, groups ordered by source then cluster
+    (``group_source``: each group's source, 0-based in order): the budget shared among the sources, then each
+    source's share among its groups, both by :func:`~tdlog.analytics.allocation.balanced_counts`."""
+    sources = int(group_source.max(initial=-1)) + 1
+    shares = balanced_counts(np.bincount(group_source, weights=group_sizes, minlength=sources).astype(np.int64),
+                             budget)
+    counts = np.zeros(len(group_sizes), dtype=np.int64)
+    for source, share in enumerate(shares):
+        members = np.flatnonzero(group_source == source)
+        counts[members] = balanced_counts(group_sizes[members], int(share))
+    return counts
+
+
+def source_codes(series: pl.Series) -> np.ndarray:
+    """0-based codes of ``series``'s values in sorted order, null first."""
+    codes = series.rank("dense").to_numpy()
+    return np.where(np.isnan(codes), 0, codes).astype(np.int64) - (0 if series.null_count() else 1)

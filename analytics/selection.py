@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from .allocation import balanced_counts, sample_keys, take_lowest
+from .allocation import allocate, budget_count, sample_keys, source_codes, take_lowest
 from .clustering import POINTS_PER_CLUSTER, CentroidIndex, TrainingSample, train_centroids
 from .mapd import BLOCK_VALUES, dense_id_range, trajectory_blocks
 from .signals import learning_percentage, loss_drop, quoted
@@ -55,20 +55,6 @@ def check_selection_arguments(method: str, clusters: int, iterations: int) -> No
         raise ValueError(f"clusters: expected a positive int, got {clusters!r}")
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations: expected a positive int, got {iterations!r}")
-
-
-def budget_count(budget: int | float, candidates: int) -> int:
-    """``budget`` as a number of samples: an int (at most ``candidates``) or a share in ``(0, 1]`` of the
-    ``candidates`` (rounded to the nearest count)."""
-    if isinstance(budget, bool) or not isinstance(budget, int | float):
-        raise TypeError(f"budget: expected an int count or a float share, got {type(budget).__name__}")
-    if isinstance(budget, float):
-        if not 0.0 < budget <= 1.0:
-            raise ValueError(f"budget: expected a share in (0, 1], got {budget}")
-        return round(budget * candidates)
-    if not 0 <= budget <= candidates:
-        raise ValueError(f"budget: expected 0 to {candidates} samples (the selectable ones), got {budget}")
-    return budget
 
 
 def excluded_ids(engine: Engine) -> np.ndarray:
@@ -140,15 +126,15 @@ def engine_id_dtype(engine: Engine) -> pl.DataType:
 
 def pick(candidates: pl.DataFrame, budget: int | float, *, seed: int, score: str | None = None) -> pl.DataFrame:
     """The selected rows of ``candidates`` (``sample_id``, optional ``source`` and ``cluster``, and the
-    ``score`` column when ranking): the counts of :func:`allocate`; inside each ``(source, cluster)`` group,
-    the lowest ``score`` (nulls last, ties: lower ``sample_id``) or, without a score, the lowest
-    :func:`~tdlog.analytics.allocation.sample_keys`."""
+    ``score`` column when ranking): the counts of :func:`~tdlog.analytics.allocation.allocate`; inside each
+    ``(source, cluster)`` group, the lowest ``score`` (nulls last, ties: lower ``sample_id``) or, without a
+    score, the lowest :func:`~tdlog.analytics.allocation.sample_keys`."""
     count = budget_count(budget, candidates.height)
     ids = candidates["sample_id"].to_numpy()
     groups = candidates["cluster"].to_numpy() if "cluster" in candidates.columns else np.zeros(len(ids), np.int32)
     width = int(groups.max(initial=0)) + 1
     if "source" in candidates.columns:
-        groups = _codes(candidates["source"]) * width + groups  # (source, cluster) cells, source first
+        groups = source_codes(candidates["source"]) * width + groups  # (source, cluster) cells, source first
     sizes = np.bincount(groups, minlength=width)
     present = np.flatnonzero(sizes)
     if len(present) < len(sizes):  # number the non-empty cells 0..G-1, in the same order
@@ -163,26 +149,6 @@ def pick(candidates: pl.DataFrame, budget: int | float, *, seed: int, score: str
     return candidates[take_lowest(groups, order, counts)]
 
 
-def allocate(group_source: np.ndarray, group_sizes: np.ndarray, budget: int) -> np.ndarray:
-    """How many to take from each ``(source, cluster)`` group, groups ordered by source then cluster
-    (``group_source``: each group's source, 0-based in order): the budget shared among the sources, then each
-    source's share among its groups, both by :func:`~tdlog.analytics.allocation.balanced_counts`."""
-    sources = int(group_source.max(initial=-1)) + 1
-    shares = balanced_counts(np.bincount(group_source, weights=group_sizes, minlength=sources).astype(np.int64),
-                             budget)
-    counts = np.zeros(len(group_sizes), dtype=np.int64)
-    for source, share in enumerate(shares):
-        members = np.flatnonzero(group_source == source)
-        counts[members] = balanced_counts(group_sizes[members], int(share))
-    return counts
-
-
-def _codes(series: pl.Series) -> np.ndarray:
-    """0-based codes of ``series``'s values in sorted order, null first."""
-    codes = series.rank("dense").to_numpy()
-    return np.where(np.isnan(codes), 0, codes).astype(np.int64) - (0 if series.null_count() else 1)
-
-
 def select(engine: Engine, *, budget: int | float, method: str = "s2l", source: str | None = None,
            clusters: int = 100, iterations: int = 20, seed: int = 0, epoch_list: list[int], split: str = "train",
            epochs: range | None = None, device: str = "auto", block_values: int = BLOCK_VALUES) -> pl.DataFrame:
@@ -193,9 +159,9 @@ def select(engine: Engine, *, budget: int | float, method: str = "s2l", source: 
     if engine.dialect == "spark":
         from .spark_selection import spark_select
 
-        return spark_select(engine, budget=budget, method=method, source=source, clusters=clusters,
-                            iterations=iterations, seed=seed, epoch_list=epoch_list, split=split, epochs=epochs,
-                            device=device)
+        return spark_select(engine, budget=budget, method=method, score=RANKED.get(method), source=source,
+                            clusters=clusters, iterations=iterations, seed=seed, epoch_list=epoch_list, split=split,
+                            epochs=epochs, device=device)
     candidates = candidates_of(engine, method=method, clusters=clusters, iterations=iterations, seed=seed,
                                epoch_list=epoch_list, split=split, epochs=epochs, device=device,
                                block_values=block_values)

@@ -1,9 +1,10 @@
 """Selection on Spark (:mod:`tdlog.analytics.selection` for the methods): trajectories gathered per sample by
 the executors (``sql/trajectory_points.sql``, as MAP-D's Spark path), each partition's part of the k-means
 training sample sent to the driver, centroids trained there and shipped with the assignment task
-(``mapInArrow``), the group sizes counted by Spark and shared out at the driver (:func:`~tdlog.analytics.
-selection.allocate`), and each group's picks taken by a window over the executors. Only the training sample,
-the group sizes and the selected rows reach the driver. Same rows as DuckDB's selection for the same seed."""
+(``mapInArrow``), the group sizes counted by Spark and shared out at the driver
+(:func:`~tdlog.analytics.allocation.allocate`), and each group's picks taken by a window over the executors
+(one group: a top-k). Only the training sample, the group sizes and the selected rows reach the driver. Same
+rows as DuckDB's selection for the same seed."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ import polars as pl
 import pyarrow as pa
 
 from . import queries
-from .allocation import sample_keys
+from .allocation import allocate, budget_count, sample_keys, source_codes
 from .clustering import POINTS_PER_CLUSTER, CentroidIndex, TrainingSample, train_centroids
-from .selection import RANKED, allocate, budget_count
 from .signals import learning_percentage_params, loss_drop_params, quoted
 from .spark_engine import to_polars
 from .spark_mapd import points_matrix
@@ -34,15 +34,15 @@ def ordered_keys(ids: np.ndarray, seed: int) -> np.ndarray:
     return (sample_keys(ids, seed) ^ _SIGN).view(np.int64)
 
 
-def spark_select(engine: SparkEngine, *, budget: int | float, method: str, source: str | None, clusters: int,
-                 iterations: int, seed: int, epoch_list: list[int], split: str, epochs: range | None,
+def spark_select(engine: SparkEngine, *, budget: int | float, method: str, score: str | None, source: str | None,
+                 clusters: int, iterations: int, seed: int, epoch_list: list[int], split: str, epochs: range | None,
                  device: str) -> pl.DataFrame:
-    """:func:`tdlog.analytics.selection.select` on Spark; the same columns."""
+    """:func:`tdlog.analytics.selection.select` on Spark (``score``: the ranked method's score column, None for
+    s2l and random); the same columns."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     excluded = engine.frame("SELECT sample_id FROM samples WHERE is_threshold OR probe IS NOT NULL")
-    score = RANKED.get(method)
     if score is not None:
         query, params = ((queries.load("loss_drop"), loss_drop_params(engine, split, epochs)) if method == "loss_drop"
                          else (queries.load("learning_percentage"), learning_percentage_params(engine, split, epochs)))
@@ -66,19 +66,17 @@ def spark_select(engine: SparkEngine, *, budget: int | float, method: str, sourc
             pl.DataFrame({"count": [candidates.count()]})
         sizes = sizes.sort(keys, nulls_last=False) if keys else sizes
         count = budget_count(budget, int(sizes["count"].sum()))
-        group_source = (sizes["source"].rank("dense").fill_null(0).to_numpy().astype(np.int64)
-                        - (0 if sizes["source"].null_count() else 1)) if "source" in keys else np.zeros(sizes.height,
-                                                                                                        np.int64)
+        group_source = source_codes(sizes["source"]) if "source" in keys else np.zeros(sizes.height, np.int64)
         taken = sizes.with_columns(take=pl.Series(allocate(group_source, sizes["count"].to_numpy(), count)))
-        place = F.row_number().over(Window.partitionBy(*keys).orderBy(*order) if keys else Window.orderBy(*order))
-        ranked = candidates.withColumn("place", place)
-        takes = engine.session.createDataFrame(taken.select(*keys, "take").to_arrow())
         if keys:
-            condition = [ranked[k].eqNullSafe(takes[k]) for k in keys]
-            ranked = ranked.join(F.broadcast(takes), condition).drop(*[takes[k] for k in keys])
-        else:
-            ranked = ranked.crossJoin(takes)
-        chosen = ranked.filter(F.col("place") <= F.col("take")).drop("place", "take", "pick_key")
+            place = F.row_number().over(Window.partitionBy(*keys).orderBy(*order))
+            takes = F.broadcast(engine.session.createDataFrame(taken.select(*keys, "take").to_arrow()))
+            matched = [candidates[k].eqNullSafe(takes[k]) for k in keys]
+            ranked = candidates.withColumn("place", place).join(takes, matched)
+            chosen = ranked.filter(F.col("place") <= F.col("take")).drop("place", "take", *[takes[k] for k in keys])
+        else:  # one group: the lowest `count`, a top-k on the executors
+            chosen = candidates.orderBy(*order).limit(count)
+        chosen = chosen.drop("pick_key")
         return to_polars(chosen).sort("sample_id")
     finally:
         candidates.unpersist()
